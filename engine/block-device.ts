@@ -36,7 +36,10 @@ export interface BlockDevice {
   write(offset: number, src: Buffer, fua: boolean): Promise<void>;
   /** Resolves when every write acknowledged before the call is on stable storage. */
   flush(): Promise<void>;
-  /** Unmaps the range; unaligned edges are zeroed instead. Later reads return zeros. */
+  /**
+   * Unmaps the whole blocks inside the range (later reads return zeros); partial blocks at
+   * unaligned edges are left unchanged, as NBD allows for TRIM.
+   */
   trim(offset: number, lengthBytes: number, fua: boolean): Promise<void>;
   /**
    * Makes the range read as zeros. With `mayUnmap` the engine may deallocate (the default NBD

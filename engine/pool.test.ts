@@ -1,0 +1,277 @@
+import { describe, expect, it } from 'vitest';
+import { EngineError } from './errors.ts';
+import { silentLogger } from './logger.ts';
+import { segmentFileName } from './log/format.ts';
+import { Pool } from './pool.ts';
+import { MemoryStorage } from './storage/memory-storage.ts';
+
+const MiB = 1024 * 1024;
+const opts = { logger: silentLogger, segmentBytes: 1 * MiB };
+
+function pattern(length: number, seed: number): Buffer {
+  const b = Buffer.alloc(length);
+  for (let i = 0; i < length; i++) b[i] = (i * 31 + seed * 7 + (i >> 12)) & 0xff;
+  return b;
+}
+
+async function readBack(pool: Pool, name: string, offset: number, length: number): Promise<Buffer> {
+  const dev = pool.openExport(name);
+  const buf = Buffer.alloc(length);
+  await dev.read(offset, buf);
+  dev.close();
+  return buf;
+}
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    if (err instanceof EngineError) return err.code;
+    throw err;
+  }
+}
+
+describe('volume management', () => {
+  it('creates, lists, resizes and deletes volumes', async () => {
+    const pool = await Pool.openWithStorage(new MemoryStorage(), opts);
+    await pool.createVolume('vm1', 10 * MiB);
+    await pool.createVolume('vm0', 1000); // rounded up to a whole block
+    expect(pool.listVolumes().map((v) => [v.name, v.sizeBytes])).toEqual([
+      ['vm0', 4096],
+      ['vm1', 10 * MiB],
+    ]);
+    expect((await pool.resizeVolume('vm1', 20 * MiB)).sizeBytes).toBe(20 * MiB);
+    await pool.deleteVolume('vm0');
+    expect(pool.listExports()).toEqual(['vm1']);
+    await pool.close();
+  });
+
+  it('reports each mistake with its code', async () => {
+    const pool = await Pool.openWithStorage(new MemoryStorage(), opts);
+    await pool.createVolume('vm1', MiB);
+    expect(await codeOf(pool.createVolume('vm1', MiB))).toBe('ALREADY_EXISTS');
+    expect(await codeOf(pool.createVolume('Bad/Name', MiB))).toBe('INVALID_ARGUMENT');
+    expect(await codeOf(pool.createVolume('vm2', 0))).toBe('INVALID_ARGUMENT');
+    expect(await codeOf(pool.createVolume('vm2', 2 ** 51))).toBe('OUT_OF_RANGE');
+    expect(await codeOf(pool.resizeVolume('vm1', 4096))).toBe('INVALID_ARGUMENT');
+    expect(await codeOf(pool.deleteVolume('nope'))).toBe('NOT_FOUND');
+    const dev = pool.openExport('vm1');
+    expect(await codeOf(pool.deleteVolume('vm1'))).toBe('BUSY');
+    expect(await codeOf(dev.read(MiB - 4096, Buffer.alloc(8192)))).toBe('OUT_OF_RANGE');
+    expect(await codeOf(dev.write(MiB, Buffer.alloc(1), false))).toBe('OUT_OF_RANGE');
+    expect(await codeOf(dev.write(-1, Buffer.alloc(1), false))).toBe('INVALID_ARGUMENT');
+    dev.close();
+    await pool.deleteVolume('vm1');
+    await pool.close();
+  });
+
+  it('a recreated volume of the same name reads zeros, not the old data', async () => {
+    let storage = new MemoryStorage();
+    let pool = await Pool.openWithStorage(storage, opts);
+    await pool.createVolume('vm1', MiB);
+    const dev = pool.openExport('vm1');
+    await dev.write(0, pattern(65536, 1), false);
+    await dev.flush();
+    dev.close();
+    await pool.deleteVolume('vm1');
+    await pool.createVolume('vm1', MiB);
+    expect((await readBack(pool, 'vm1', 0, 65536)).every((b) => b === 0)).toBe(true);
+    storage = storage.powerCut();
+    pool = await Pool.openWithStorage(storage, opts);
+    expect((await readBack(pool, 'vm1', 0, 65536)).every((b) => b === 0)).toBe(true);
+    await pool.close();
+  });
+});
+
+describe('data path', () => {
+  it('reads its own writes before they reach the disk, aligned or not', async () => {
+    const pool = await Pool.openWithStorage(new MemoryStorage(), opts);
+    await pool.createVolume('vm1', 4 * MiB);
+    const dev = pool.openExport('vm1');
+    const model = Buffer.alloc(4 * MiB);
+    const writes: Array<[number, number]> = [[0, 8192], [5000, 3000], [4095, 2], [100_000, 70_000], [4 * MiB - 10, 10]];
+    for (const [i, [off, len]] of writes.entries()) {
+      const data = pattern(len, i + 1);
+      data.copy(model, off);
+      await dev.write(off, data, false);
+      expect(await readBack(pool, 'vm1', 0, 4 * MiB)).toEqual(model);
+    }
+    dev.close();
+    await pool.close();
+  });
+
+  it('a write larger than a batch and a segment is split and reads back whole', async () => {
+    const pool = await Pool.openWithStorage(new MemoryStorage(), opts);
+    await pool.createVolume('big', 8 * MiB);
+    const dev = pool.openExport('big');
+    const data = pattern(3 * MiB, 9);
+    await dev.write(MiB, data, true);
+    expect(await readBack(pool, 'big', MiB, 3 * MiB)).toEqual(data);
+    dev.close();
+    await pool.close();
+  });
+
+  it('trim and write-zeroes read as zeros and show as holes or zero extents', async () => {
+    const pool = await Pool.openWithStorage(new MemoryStorage(), opts);
+    await pool.createVolume('vm1', MiB);
+    const dev = pool.openExport('vm1');
+    await dev.write(0, pattern(MiB, 3), false);
+    await dev.trim(65536, 65536, false);
+    await dev.writeZeroes(262144, 8192, { fua: false, mayUnmap: false });
+    await dev.writeZeroes(300_000, 10, { fua: false, mayUnmap: true }); // sub-block: written as zeros
+    const after = await readBack(pool, 'vm1', 0, MiB);
+    expect(after.subarray(65536, 131072).every((b) => b === 0)).toBe(true);
+    expect(after.subarray(262144, 270336).every((b) => b === 0)).toBe(true);
+    expect(after.subarray(300_000, 300_010).every((b) => b === 0)).toBe(true);
+    expect(after.subarray(0, 65536)).toEqual(pattern(MiB, 3).subarray(0, 65536));
+    expect(dev.blockStatus(0, 327680, 100)).toEqual([
+      { lengthBytes: 65536, hole: false, zero: false },
+      { lengthBytes: 65536, hole: true, zero: true },
+      { lengthBytes: 131072, hole: false, zero: false },
+      { lengthBytes: 8192, hole: false, zero: true },
+      { lengthBytes: 327680 - 270336, hole: false, zero: false },
+    ]);
+    await dev.flush();
+    // Once written, the same answers come from the index.
+    expect(dev.blockStatus(0, 327680, 2)).toHaveLength(2);
+    expect(dev.blockStatus(65536, 4096, 10)).toEqual([{ lengthBytes: 4096, hole: true, zero: true }]);
+    dev.close();
+    await pool.close();
+  });
+
+  it('trimming a whole 1 TiB volume costs metadata only', async () => {
+    const pool = await Pool.openWithStorage(new MemoryStorage(), opts);
+    await pool.createVolume('huge', 2 ** 40);
+    const dev = pool.openExport('huge');
+    await dev.write(2 ** 39, pattern(4096, 1), false);
+    await dev.trim(0, 2 ** 40, true);
+    expect(dev.blockStatus(0, 2 ** 40, 10)).toEqual([{ lengthBytes: 2 ** 40, hole: true, zero: true }]);
+    expect((await readBack(pool, 'huge', 2 ** 39, 4096)).every((b) => b === 0)).toBe(true);
+    dev.close();
+    await pool.close();
+  });
+
+  it('one fdatasync answers the flushes of many volumes waiting in one batch', async () => {
+    const storage = new MemoryStorage();
+    const pool = await Pool.openWithStorage(storage, opts);
+    const devs = [];
+    for (let i = 0; i < 16; i++) {
+      await pool.createVolume(`vm${i}`, MiB);
+      devs.push(pool.openExport(`vm${i}`));
+    }
+    const before = storage.datasyncs;
+    await Promise.all(devs.map(async (d, i) => {
+      await d.write(4096 * i, pattern(4096, i), false);
+      await d.flush();
+    }));
+    const stats = pool.stats();
+    expect(storage.datasyncs - before).toBeLessThan(4);
+    expect(stats.flushesPerFdatasync).toBeGreaterThan(4);
+    expect(stats.writesPerBatch).toBeGreaterThan(4);
+    for (const d of devs) d.close();
+    await pool.close();
+  });
+});
+
+describe('durability and recovery', () => {
+  it('keeps flushed writes across a power cut and drops unflushed ones cleanly', async () => {
+    let storage = new MemoryStorage();
+    let pool = await Pool.openWithStorage(storage, opts);
+    await pool.createVolume('vm1', MiB);
+    const dev = pool.openExport('vm1');
+    await dev.write(0, pattern(65536, 1), false);
+    await dev.flush();
+    await dev.write(0, pattern(4096, 2), false); // not flushed
+    storage = storage.powerCut();
+    pool = await Pool.openWithStorage(storage, opts);
+    const back = await readBack(pool, 'vm1', 0, 65536);
+    const first = pattern(65536, 1);
+    // Block 0 is old or new; everything else is exactly the flushed data.
+    expect([first.subarray(0, 4096), pattern(4096, 2)]).toContainEqual(back.subarray(0, 4096));
+    expect(back.subarray(4096)).toEqual(first.subarray(4096));
+    await pool.close();
+  });
+
+  it('a FUA write is durable without a flush', async () => {
+    let storage = new MemoryStorage();
+    let pool = await Pool.openWithStorage(storage, opts);
+    await pool.createVolume('vm1', MiB);
+    const dev = pool.openExport('vm1');
+    await dev.write(8192, pattern(4096, 5), true);
+    storage = storage.powerCut();
+    pool = await Pool.openWithStorage(storage, opts);
+    expect(await readBack(pool, 'vm1', 8192, 4096)).toEqual(pattern(4096, 5));
+    await pool.close();
+  });
+
+  it('stops at a corrupt record and never replays what follows it', async () => {
+    let storage = new MemoryStorage();
+    let pool = await Pool.openWithStorage(storage, opts);
+    await pool.createVolume('vm1', MiB);
+    const dev = pool.openExport('vm1');
+    await dev.write(0, pattern(4096, 1), true); // record 1
+    await dev.write(4096, pattern(4096, 2), true); // record 2
+    await dev.write(8192, pattern(4096, 3), true); // record 3
+    dev.close();
+    // Flip one data byte of record 2 (header 4 KiB + 1 data block per record).
+    const seg = await storage.open(segmentFileName(1), { create: false });
+    const one = Buffer.alloc(1);
+    await seg.read(one, 0, 1, 8192 + 4096 + 100);
+    one[0] = one[0]! ^ 0xff;
+    await seg.write(one, 0, 1, 8192 + 4096 + 100);
+    await seg.datasync();
+    storage = storage.powerCut();
+    pool = await Pool.openWithStorage(storage, opts);
+    expect(await readBack(pool, 'vm1', 0, 4096)).toEqual(pattern(4096, 1));
+    expect((await readBack(pool, 'vm1', 4096, 8192)).every((b) => b === 0)).toBe(true);
+    // New writes continue where the log was cut, and survive the next restart.
+    const dev2 = pool.openExport('vm1');
+    await dev2.write(12288, pattern(4096, 4), true);
+    dev2.close();
+    storage = storage.powerCut();
+    pool = await Pool.openWithStorage(storage, opts);
+    expect((await readBack(pool, 'vm1', 4096, 8192)).every((b) => b === 0)).toBe(true);
+    expect(await readBack(pool, 'vm1', 12288, 4096)).toEqual(pattern(4096, 4));
+    await pool.close();
+  });
+
+  it('replays only the log after the checkpoint, and gets the same answer', async () => {
+    let storage = new MemoryStorage();
+    let pool = await Pool.openWithStorage(storage, { ...opts, checkpointIntervalBytes: 256 * 1024 });
+    await pool.createVolume('vm1', 4 * MiB);
+    const dev = pool.openExport('vm1');
+    const model = Buffer.alloc(4 * MiB);
+    for (let i = 0; i < 200; i++) {
+      const off = ((i * 7919) % 1000) * 4096;
+      const data = pattern(4096, i);
+      data.copy(model, off);
+      await dev.write(off, data, i % 10 === 0);
+    }
+    await dev.flush();
+    dev.close();
+    expect(await storage.exists('index.ckpt')).toBe(true);
+    storage = storage.powerCut();
+    pool = await Pool.openWithStorage(storage, opts);
+    expect(await readBack(pool, 'vm1', 0, 4 * MiB)).toEqual(model);
+    await pool.close();
+    pool = await Pool.openWithStorage(storage, opts);
+    expect(await readBack(pool, 'vm1', 0, 4 * MiB)).toEqual(model);
+    await pool.close();
+  });
+
+  it('turns read-only after a failed fdatasync instead of pretending', async () => {
+    const storage = new MemoryStorage();
+    const pool = await Pool.openWithStorage(storage, opts);
+    await pool.createVolume('vm1', MiB);
+    const dev = pool.openExport('vm1');
+    await dev.write(0, pattern(4096, 1), false);
+    storage.faultHook = (op) => (op === 'datasync' ? new EngineError('IO_ERROR', 'injected EIO') : undefined);
+    expect(await codeOf(dev.flush())).toBe('IO_ERROR');
+    storage.faultHook = undefined;
+    expect(await codeOf(dev.write(0, pattern(4096, 2), false))).toBe('IO_ERROR');
+    expect(pool.stats().readOnly).toBe(true);
+    dev.close();
+    await pool.close();
+  });
+});
