@@ -1,0 +1,53 @@
+/** `braid volume create|ls|rm|resize`: volume management through the running engine. */
+import type { Command } from 'commander';
+import { poolSockets } from '../../engine/api/socket-path.ts';
+import { formatSize } from '../../engine/size.ts';
+import type { CliContext } from '../context.ts';
+import { withEngine } from '../engine-client.ts';
+import { addDataOption, parseSizeArgument } from '../options.ts';
+import { formatVolumeTable, nbdUri, volumesJson } from '../output.ts';
+
+interface DataOptions {
+  data: string;
+}
+
+export function registerVolumeCommands(program: Command, ctx: CliContext): void {
+  const volume = program.command('volume').description('create, list, resize and remove volumes');
+
+  addDataOption(volume.command('create'), ctx.env)
+    .description('create an empty thin volume')
+    .argument('<NAME>', 'volume name: [a-z0-9][a-z0-9._-]{0,127}')
+    .requiredOption('--size <SIZE>', 'size: bytes, or with a K/M/G/T suffix (512M, 4G, 1T)')
+    .action(async (name: string, opts: DataOptions & { size: string }) => {
+      const sizeBytes = parseSizeArgument(opts.size);
+      const created = await withEngine(opts.data, (client) => client.createVolume(name, sizeBytes));
+      const uri = nbdUri(poolSockets(opts.data).nbdSocketPath, created.name);
+      ctx.stdout(`created volume ${JSON.stringify(created.name)} (${formatSize(created.sizeBytes)}): ${uri}\n`);
+    });
+
+  addDataOption(volume.command('ls'), ctx.env)
+    .description('list volumes')
+    .option('--json', 'print JSON: {"volumes": [{name, sizeBytes, allocatedBytes, createdAt, openHandles}]}')
+    .action(async (opts: DataOptions & { json?: boolean }) => {
+      const volumes = await withEngine(opts.data, (client) => client.listVolumes());
+      ctx.stdout(opts.json ? volumesJson(volumes) : formatVolumeTable(volumes));
+    });
+
+  addDataOption(volume.command('rm'), ctx.env)
+    .description('remove a volume (it must not be attached)')
+    .argument('<NAME>', 'volume name')
+    .action(async (name: string, opts: DataOptions) => {
+      await withEngine(opts.data, (client) => client.deleteVolume(name));
+      ctx.stdout(`removed volume ${JSON.stringify(name)}\n`);
+    });
+
+  addDataOption(volume.command('resize'), ctx.env)
+    .description('grow a volume (online; shrinking is refused)')
+    .argument('<NAME>', 'volume name')
+    .requiredOption('--size <SIZE>', 'new size: bytes, or with a K/M/G/T suffix')
+    .action(async (name: string, opts: DataOptions & { size: string }) => {
+      const sizeBytes = parseSizeArgument(opts.size);
+      const resized = await withEngine(opts.data, (client) => client.resizeVolume(name, sizeBytes));
+      ctx.stdout(`resized volume ${JSON.stringify(resized.name)} to ${formatSize(resized.sizeBytes)}\n`);
+    });
+}
