@@ -40,7 +40,8 @@ export class VolumeState {
   sizeBytes: number;
   readonly createdAtMs: number;
   readonly index: BlockMap;
-  readonly pendingBlocks = new BlockMap();
+  /** LBA → pbn of block writes in unwritten batches: small and short-lived, so a plain Map. */
+  readonly pendingBlocks = new Map<number, number>();
   pendingRanges: PendingRange[] = [];
   openHandles = 0;
   deleted = false;
@@ -57,7 +58,7 @@ export class VolumeState {
   }
 
   get hasPending(): boolean {
-    return this.pendingBlocks.mappedCount > 0 || this.pendingRanges.length > 0;
+    return this.pendingBlocks.size > 0 || this.pendingRanges.length > 0;
   }
 
   /**
@@ -72,23 +73,35 @@ export class VolumeState {
       if (r.lba > lba) limit = Math.min(limit, r.lba - lba);
       else if (r.lba + r.count > lba) limit = Math.min(limit, r.lba + r.count - lba);
     }
-    const written = this.pendingBlocks.get(lba);
+    const written = this.pendingBlocks.get(lba) ?? UNMAPPED;
     const range = this.#newestRange(lba, written);
     if (range) {
       this.source = range.value === ZERO_MARK ? SRC_ZERO : SRC_HOLE;
       this.pbn = 0;
-      const nextWrite = this.pendingBlocks.nextMapped(lba + 1);
-      return nextWrite === -1 ? limit : Math.min(limit, nextWrite - lba);
+      return this.#clipAtPendingWrite(lba + 1, limit - 1) + 1;
     }
     if (written !== UNMAPPED) {
-      const n = this.pendingBlocks.run(lba, limit);
+      let n = 1;
+      while (n < limit && this.pendingBlocks.get(lba + n) === written + n) n++;
       this.source = SRC_MEMORY;
       this.pbn = written;
       return n;
     }
-    const nextWrite = this.pendingBlocks.nextMapped(lba + 1);
-    if (nextWrite !== -1) limit = Math.min(limit, nextWrite - lba);
-    return this.#fromMap(this.index, lba, limit);
+    return this.#fromMap(this.index, lba, this.#clipAtPendingWrite(lba + 1, limit - 1) + 1);
+  }
+
+  /** How many blocks from `from` (at most count) precede the first pending block write. */
+  #clipAtPendingWrite(from: number, count: number): number {
+    const pending = this.pendingBlocks;
+    if (count <= 0 || pending.size === 0) return Math.max(0, count);
+    if (count <= pending.size * 4) {
+      // Probing each block is cheaper than scanning the whole map.
+      for (let i = 0; i < count; i++) if (pending.has(from + i)) return i;
+      return count;
+    }
+    let first = count;
+    for (const lba of pending.keys()) if (lba >= from && lba - from < first) first = lba - from;
+    return first;
   }
 
   #fromMap(map: BlockMap, lba: number, maxCount: number): number {
@@ -114,7 +127,7 @@ export class VolumeState {
 
   /** Records a block write that landed in an unwritten batch. */
   addPendingWrite(lba: number, count: number, firstPbn: number): void {
-    this.pendingBlocks.setRun(lba, count, firstPbn);
+    for (let i = 0; i < count; i++) this.pendingBlocks.set(lba + i, firstPbn + i);
   }
 
   addPendingRange(range: PendingRange): void {
@@ -125,7 +138,7 @@ export class VolumeState {
   applyWrittenWrite(lba: number, count: number, firstPbn: number): void {
     this.index.setRun(lba, count, firstPbn);
     for (let i = 0; i < count; i++) {
-      if (this.pendingBlocks.get(lba + i) === firstPbn + i) this.pendingBlocks.set(lba + i, UNMAPPED);
+      if (this.pendingBlocks.get(lba + i) === firstPbn + i) this.pendingBlocks.delete(lba + i);
     }
   }
 
