@@ -27,7 +27,10 @@ export interface BlockDevice {
   readonly sizeBytes: number;
   readonly readOnly: boolean;
 
-  /** Fills all of `dest` with the volume's bytes at `offset`. */
+  /**
+   * Fills every byte of `dest` with the volume's bytes at `offset`, or rejects: a front end may
+   * hand in uninitialised memory, which must never reach a client.
+   */
   read(offset: number, dest: Buffer): Promise<void>;
   /**
    * The engine copies `src` before write() returns (synchronously), so the caller may reuse the

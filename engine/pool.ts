@@ -210,7 +210,7 @@ export class Pool implements VolumeManager, ExportProvider {
     this.#bytesSinceCheckpoint = 0;
     const parts = encodeCheckpoint(this.#meta.poolId, this.#logEnd, this.#liveMaps());
     this.#checkpointing = this.#writer
-      .flush(0)
+      .syncWritten()
       .then(() => writeCheckpoint(this.#storage, parts))
       .catch((err: unknown) => this.#logger.warn({ err: String(err) }, 'index checkpoint failed; the next one will retry'))
       .finally(() => {
