@@ -1,8 +1,9 @@
 /**
- * The pool's small, rarely changing metadata: format version, identity, segment size and the
- * volume table. It lives in pool.json, rewritten atomically (and durably) on every change, so
- * a volume that `create` acknowledged exists after any crash. Volume ids are never reused:
- * log records of a deleted volume are then simply skipped by recovery.
+ * The pool's small, rarely changing metadata: format version, identity, segment size, and the
+ * tables of layers, volumes and snapshots. It lives in pool.json, rewritten atomically (and
+ * durably) on every change, so whatever `create`, `snapshot` or `clone` acknowledged exists
+ * after any crash. Layer ids are never reused: log records of a dropped layer are simply
+ * skipped by recovery.
  */
 import { EngineError } from './errors.ts';
 import { writeFileAtomic, type Storage } from './storage/storage.ts';
@@ -10,19 +11,37 @@ import { writeFileAtomic, type Storage } from './storage/storage.ts';
 export const META_FILE = 'pool.json';
 export const POOL_FORMAT_VERSION = 1;
 
-export interface VolumeRecord {
+export interface LayerRecord {
   id: number;
+  /** 0 for a root layer. Parents are listed before their children. */
+  parentId: number;
+  createdAtMs: number;
+}
+
+export interface ExportRecord {
   name: string;
+  /** The top layer: writable for a volume, frozen for a snapshot. */
+  layerId: number;
   sizeBytes: number;
   createdAtMs: number;
+}
+
+export interface VolumeRecord extends ExportRecord {
+  dedup: boolean;
+}
+
+export interface SnapshotRecord extends ExportRecord {
+  sourceVolume: string;
 }
 
 export interface PoolMeta {
   formatVersion: number;
   poolId: number;
   segmentBytes: number;
-  nextVolumeId: number;
+  nextLayerId: number;
+  layers: LayerRecord[];
   volumes: VolumeRecord[];
+  snapshots: SnapshotRecord[];
 }
 
 export async function readPoolMeta(storage: Storage): Promise<PoolMeta | undefined> {
@@ -40,7 +59,8 @@ export async function readPoolMeta(storage: Storage): Promise<PoolMeta | undefin
       `this pool has on-disk format version ${String(meta.formatVersion)}; this braid supports up to ${POOL_FORMAT_VERSION}: use a newer braid`,
     );
   }
-  if (!Array.isArray(meta.volumes) || !Number.isInteger(meta.poolId) || !Number.isInteger(meta.segmentBytes)) {
+  const tables = [meta.layers, meta.volumes, meta.snapshots];
+  if (!tables.every(Array.isArray) || !Number.isInteger(meta.poolId) || !Number.isInteger(meta.segmentBytes)) {
     throw new EngineError('CORRUPTION', `${META_FILE} is missing required fields`);
   }
   return meta;

@@ -5,7 +5,7 @@
  * VolumeManager (management, for the API) and ExportProvider (block I/O, for NBD).
  *
  * Recovery (see docs/ARCHITECTURE.md, "Recovery"):
- *   1. read pool.json (volumes), 2. load the index checkpoint if any, 3. replay the log from
+ *   1. read pool.json (layers, volumes, snapshots), 2. load the index checkpoint if any, 3. replay the log from
  *   the checkpoint's position until the first invalid record, 4. cut the log there (zero the
  *   rest of that segment, delete later segments) so no stale record can ever be replayed,
  *   5. resume appending at that point.
@@ -16,7 +16,9 @@ import fs from 'node:fs';
 import { BLOCK_SIZE, type BlockDevice, type ExportProvider } from './block-device.ts';
 import { encodeCheckpoint, readCheckpoint, writeCheckpoint } from './checkpoint.ts';
 import { EngineError, isEngineError } from './errors.ts';
-import { BlockMap, UNMAPPED, ZERO_MARK } from './index/block-map.ts';
+import { BlockMap, LBA_LIMIT, ZERO_MARK } from './index/block-map.ts';
+import { Catalog } from './catalog.ts';
+import type { Layer } from './layer.ts';
 import type { Logger } from './logger.ts';
 import type { Batch } from './log/batch.ts';
 import { DEFAULT_SEGMENT_BYTES, OP_TRIM, OP_WRITE, parseSegmentFileName, readEntry, segmentFileName } from './log/format.ts';
@@ -29,12 +31,15 @@ import { NodeStorage } from './storage/node-storage.ts';
 import type { Storage, StorageFile } from './storage/storage.ts';
 import { VolumeHandle } from './volume-handle.ts';
 import { VolumeIo } from './volume-io.ts';
-import type { PoolStats, VolumeInfo, VolumeManager } from './volume-manager.ts';
+import type { CreateVolumeOptions, PoolStats, SnapshotInfo, VolumeInfo, VolumeManager } from './volume-manager.ts';
 import { VolumeState } from './volume-state.ts';
+import { countVisibleBlocks } from './visible-blocks.ts';
 
 /** Largest volume: LBAs must stay below 2^40 blocks and byte offsets exact in a double. */
 export const MAX_VOLUME_SIZE_BYTES = 2 ** 50;
 const DEFAULT_CHECKPOINT_INTERVAL_BYTES = 256 * 1024 * 1024;
+/** Chains longer than this are flattened in the background so that reads stay short. */
+export const MAX_CHAIN_DEPTH = 8;
 
 export interface PoolOptions {
   dir: string;
@@ -52,8 +57,7 @@ export class Pool implements VolumeManager, ExportProvider {
   readonly #storage: Storage;
   readonly #logger: Logger;
   readonly #meta: PoolMeta;
-  readonly #byName = new Map<string, VolumeState>();
-  readonly #byId = new Map<number, VolumeState>();
+  #catalog!: Catalog;
   readonly #capacityBytes: number;
   readonly #checkpointIntervalBytes: number;
   #writer!: LogWriter;
@@ -64,6 +68,7 @@ export class Pool implements VolumeManager, ExportProvider {
   #bytesSinceCheckpoint = 0;
   #checkpointing: Promise<void> | undefined;
   #metaChain: Promise<void> = Promise.resolve();
+  #maintenance: Promise<void> = Promise.resolve();
   #closed = false;
 
   private constructor(storage: Storage, meta: PoolMeta, opts: StoragePoolOptions) {
@@ -93,7 +98,7 @@ export class Pool implements VolumeManager, ExportProvider {
     let meta = await readPoolMeta(storage);
     if (!meta) {
       const segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
-      meta = { formatVersion: POOL_FORMAT_VERSION, poolId: randomInt(1, 2 ** 32 - 1), segmentBytes, nextVolumeId: 1, volumes: [] };
+      meta = { formatVersion: POOL_FORMAT_VERSION, poolId: randomInt(1, 2 ** 32 - 1), segmentBytes, nextLayerId: 1, layers: [], volumes: [], snapshots: [] };
       await writePoolMeta(storage, meta);
     }
     const pool = new Pool(storage, meta, opts);
@@ -116,11 +121,7 @@ export class Pool implements VolumeManager, ExportProvider {
     });
     const segments = (await this.#storage.list()).map(parseSegmentFileName).filter((n) => n !== undefined);
     this.#firstSegment = segments.length > 0 ? Math.min(...segments) : 1;
-    for (const v of this.#meta.volumes) {
-      const state = new VolumeState(v.id, v.name, v.sizeBytes, v.createdAtMs, checkpoint?.maps.get(v.id));
-      this.#byName.set(v.name, state);
-      this.#byId.set(v.id, state);
-    }
+    this.#catalog = Catalog.fromMeta(this.#meta, checkpoint?.maps);
     const files = new Map<number, StorageFile>();
     const start = checkpoint?.position ?? { segmentNo: this.#firstSegment, offsetInSegment: 0, nextSeq: 1 };
     const scan = await scanLog({
@@ -143,7 +144,7 @@ export class Pool implements VolumeManager, ExportProvider {
     for (const [n, f] of files) this.#writer.adoptSegmentFile(n, f);
     this.#io = new VolumeIo({ writer: this.#writer, blocksPerSegment: this.#blocksPerSegment, reserveSpace: (b) => this.#reserveSpace(b) });
     this.#logger.info(
-      { checkpoint: Boolean(checkpoint), replayedRecords: scan.records, replayedBytes: scan.bytes, stop: scan.stopReason, volumes: this.#byName.size, ms: Math.round(performance.now() - started) },
+      { checkpoint: Boolean(checkpoint), replayedRecords: scan.records, replayedBytes: scan.bytes, stop: scan.stopReason, exports: this.#catalog.exports.size, ms: Math.round(performance.now() - started) },
       'pool recovered',
     );
   }
@@ -160,12 +161,12 @@ export class Pool implements VolumeManager, ExportProvider {
   #replay(record: ScannedRecord): void {
     let pbn = record.firstPbn;
     for (const e of record.entries) {
-      const vol = this.#byId.get(e.volumeId);
+      const layer = this.#catalog.layers.get(e.volumeId);
       if (e.op === OP_WRITE) {
-        vol?.index.setRun(e.lba, e.count, pbn);
+        layer?.index.setRun(e.lba, e.count, pbn);
         pbn += e.count;
-      } else {
-        vol?.index.fill(e.lba, e.count, e.op === OP_TRIM ? UNMAPPED : ZERO_MARK);
+      } else if (layer) {
+        layer.index.fill(e.lba, e.count, e.op === OP_TRIM ? layer.unmapValue : ZERO_MARK);
       }
     }
   }
@@ -189,38 +190,42 @@ export class Pool implements VolumeManager, ExportProvider {
 
   #onBatchWritten(batch: Batch): void {
     let pbn = batch.firstPbn;
+    const touched = new Set<Layer>();
     for (let i = 0; i < batch.entryCount; i++) {
       const e = readEntry(batch.buffer, i);
-      const vol = this.#byId.get(e.volumeId);
+      const layer = this.#catalog.layers.get(e.volumeId);
+      if (layer) touched.add(layer);
       if (e.op === OP_WRITE) {
-        vol?.applyWrittenWrite(e.lba, e.count, pbn);
+        layer?.applyWrittenWrite(e.lba, e.count, pbn);
         pbn += e.count;
       } else {
-        vol?.applyWrittenRange(e.lba, e.count, e.op === OP_TRIM ? UNMAPPED : ZERO_MARK);
+        layer?.applyWrittenRange(e.lba, e.count, e.op === OP_TRIM ? layer.unmapValue : ZERO_MARK);
       }
     }
-    for (const vol of this.#byId.values()) vol.forgetBatch(batch);
+    for (const layer of touched) layer.forgetBatch(batch);
     this.#logEnd = LogWriter.positionAfter(batch);
     this.#bytesSinceCheckpoint += batch.byteLength;
     if (this.#bytesSinceCheckpoint >= this.#checkpointIntervalBytes && !this.#checkpointing) this.#startCheckpoint();
   }
 
   /** Takes a consistent cut of the index now and writes it in the background. */
-  #startCheckpoint(): void {
+  #startCheckpoint(): Promise<void> {
     this.#bytesSinceCheckpoint = 0;
     const parts = encodeCheckpoint(this.#meta.poolId, this.#logEnd, this.#liveMaps());
-    this.#checkpointing = this.#writer
+    const done = this.#writer
       .syncWritten()
       .then(() => writeCheckpoint(this.#storage, parts))
-      .catch((err: unknown) => this.#logger.warn({ err: String(err) }, 'index checkpoint failed; the next one will retry'))
       .finally(() => {
-        this.#checkpointing = undefined;
+        if (this.#checkpointing === guarded) this.#checkpointing = undefined;
       });
+    const guarded = done.catch((err: unknown) => this.#logger.warn({ err: String(err) }, 'index checkpoint failed; the next one will retry'));
+    this.#checkpointing = guarded;
+    return done;
   }
 
   #liveMaps(): Map<number, BlockMap> {
     const maps = new Map<number, BlockMap>();
-    for (const [id, vol] of this.#byId) maps.set(id, vol.index);
+    for (const [id, layer] of this.#catalog.layers) maps.set(id, layer.index);
     return maps;
   }
 
@@ -235,91 +240,208 @@ export class Pool implements VolumeManager, ExportProvider {
     }
   }
 
-  // --- VolumeManager -------------------------------------------------------------------------
+  // --- VolumeManager: volumes ----------------------------------------------------------------
 
-  async createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
+  async createVolume(name: string, sizeBytes: number, opts: CreateVolumeOptions = {}): Promise<VolumeInfo> {
     this.#checkOpen();
     validateName(name);
     const size = validateSize(sizeBytes);
-    if (this.#byName.has(name)) throw new EngineError('ALREADY_EXISTS', `volume "${name}" already exists`);
-    const vol = new VolumeState(this.#meta.nextVolumeId++, name, size, Date.now());
-    this.#byName.set(name, vol);
-    this.#byId.set(vol.id, vol);
+    this.#catalog.checkNameFree(name);
+    const vol = new VolumeState({ kind: 'volume', name, sizeBytes: size, createdAtMs: Date.now(), top: this.#catalog.newLayer(undefined), dedup: opts.dedup ?? false });
+    await this.#publish([vol], () => {});
+    this.#logger.info({ volume: name, sizeBytes: size }, 'volume created');
+    return this.#volumeInfo(vol);
+  }
+
+  /**
+   * Clones a snapshot (the clone's new layer sits on the snapshot's) or a volume (the volume's
+   * top is frozen and both the volume and the clone get a new layer on it). Metadata only.
+   */
+  async cloneVolume(source: string, name: string, sizeBytes?: number): Promise<VolumeInfo> {
+    this.#checkOpen();
+    validateName(name);
+    const src = this.#catalog.getExport(source);
+    const size = validateSize(sizeBytes ?? src.sizeBytes);
+    if (size < src.sizeBytes) {
+      throw new EngineError('INVALID_ARGUMENT', `a clone of "${source}" needs at least ${src.sizeBytes} bytes; ${size} requested`);
+    }
+    this.#catalog.checkNameFree(name);
+    const base = src.kind === 'snapshot' ? { frozenAs: src.top, commit: () => {} } : this.#freezeTop(src);
+    const clone = new VolumeState({ kind: 'volume', name, sizeBytes: size, createdAtMs: Date.now(), top: this.#catalog.newLayer(base.frozenAs), dedup: src.dedup });
+    await this.#publish([clone], base.commit);
+    await this.#writer.flush(0); // what the clone shares is durable when the call returns
+    this.#logger.info({ volume: name, source, sizeBytes: size }, 'volume cloned');
+    this.#maybeFlatten(clone.top);
+    return this.#volumeInfo(clone);
+  }
+
+  async createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {
+    this.#checkOpen();
+    validateName(name, 'snapshot');
+    const vol = this.#catalog.getVolume(volume);
+    this.#catalog.checkNameFree(name);
+    const base = this.#freezeTop(vol);
+    const snap = new VolumeState({ kind: 'snapshot', name, sizeBytes: vol.sizeBytes, createdAtMs: Date.now(), top: base.frozenAs, sourceVolume: volume });
+    await this.#publish([snap], base.commit);
+    await this.#writer.flush(0); // a snapshot is durable when the call returns
+    this.#logger.info({ snapshot: name, volume }, 'snapshot created');
+    this.#maybeFlatten(vol.top);
+    return this.#snapshotInfo(snap);
+  }
+
+  /**
+   * Prepares freezing a volume's top layer: the volume will continue on a new layer above it.
+   * `commit` switches the volume over; it runs only once the metadata naming the new layer is
+   * durable, so no acknowledged write ever goes to a layer recovery would not know.
+   */
+  #freezeTop(vol: VolumeState): { frozenAs: Layer; commit: () => void } {
+    if (vol.nextTop) throw new EngineError('FAILED_PRECONDITION', `volume "${vol.name}" is being snapshotted or cloned; retry`);
+    const old = vol.top;
+    vol.nextTop = this.#catalog.newLayer(old);
+    return {
+      frozenAs: old,
+      commit: () => {
+        old.frozen = true;
+        vol.top = vol.nextTop ?? vol.top;
+        vol.nextTop = undefined;
+      },
+    };
+  }
+
+  /**
+   * Adds exports, writes pool.json naming them (and any layers created for them), then runs
+   * `commit`. On failure the catalog is restored.
+   */
+  async #publish(added: VolumeState[], commit: () => void): Promise<void> {
+    for (const e of added) this.#catalog.exports.set(e.name, e);
     try {
-      await this.#saveMeta();
+      await this.#saveMeta(commit);
     } catch (err) {
-      this.#byName.delete(name);
-      this.#byId.delete(vol.id);
+      for (const e of added) this.#catalog.exports.delete(e.name);
+      for (const e of this.#catalog.exports.values()) e.nextTop = undefined;
       throw err;
     }
-    this.#logger.info({ volume: name, sizeBytes: size }, 'volume created');
-    return this.#info(vol);
   }
 
   async deleteVolume(name: string): Promise<void> {
+    await this.#deleteExport(this.#catalog.getVolume(name));
+  }
+
+  async deleteSnapshot(name: string): Promise<void> {
+    await this.#deleteExport(this.#catalog.getSnapshot(name));
+  }
+
+  /** Removes the name at once; layers still used by clones or snapshots stay. */
+  async #deleteExport(e: VolumeState): Promise<void> {
     this.#checkOpen();
-    const vol = this.#get(name);
-    if (vol.openHandles > 0) {
-      throw new EngineError('BUSY', `volume "${name}" is in use by ${vol.openHandles} connection(s); disconnect them first`);
+    if (e.openHandles > 0) {
+      throw new EngineError('BUSY', `${e.kind} "${e.name}" is in use by ${e.openHandles} connection(s); disconnect them first`);
     }
-    vol.deleted = true;
-    this.#byName.delete(name);
+    e.deleted = true;
+    this.#catalog.exports.delete(e.name);
     try {
-      await this.#saveMeta();
+      await this.#saveMeta(() => {});
     } catch (err) {
-      vol.deleted = false;
-      this.#byName.set(name, vol);
+      e.deleted = false;
+      this.#catalog.exports.set(e.name, e);
       throw err;
     }
-    this.#byId.delete(vol.id);
-    this.#logger.info({ volume: name }, 'volume deleted');
+    this.#logger.info({ [e.kind]: e.name }, `${e.kind} deleted`);
   }
 
   async resizeVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
     this.#checkOpen();
-    const vol = this.#get(name);
+    const vol = this.#catalog.getVolume(name);
     const size = validateSize(sizeBytes);
     if (size < vol.sizeBytes) {
       throw new EngineError('INVALID_ARGUMENT', `volume "${name}" is ${vol.sizeBytes} bytes; shrinking to ${size} is not supported`);
     }
-    if (size === vol.sizeBytes) return this.#info(vol);
+    if (size === vol.sizeBytes) return this.#volumeInfo(vol);
     const before = vol.sizeBytes;
     vol.sizeBytes = size;
     try {
-      await this.#saveMeta();
+      await this.#saveMeta(() => {});
     } catch (err) {
       vol.sizeBytes = before;
       throw err;
     }
     this.#logger.info({ volume: name, sizeBytes: size }, 'volume resized');
-    return this.#info(vol);
+    return this.#volumeInfo(vol);
   }
 
   getVolume(name: string): VolumeInfo {
-    return this.#info(this.#get(name));
+    return this.#volumeInfo(this.#catalog.getVolume(name));
   }
 
   listVolumes(): VolumeInfo[] {
-    return [...this.#byName.values()].map((v) => this.#info(v)).sort((a, b) => a.name.localeCompare(b.name));
+    return this.#catalog.list('volume').map((v) => this.#volumeInfo(v));
   }
+
+  getSnapshot(name: string): SnapshotInfo {
+    return this.#snapshotInfo(this.#catalog.getSnapshot(name));
+  }
+
+  listSnapshots(): SnapshotInfo[] {
+    return this.#catalog.list('snapshot').map((s) => this.#snapshotInfo(s));
+  }
+
+  // --- flattening ----------------------------------------------------------------------------
+
+  /** Schedules a flatten when a layer's chain got too long (reads walk the chain). */
+  #maybeFlatten(layer: Layer): void {
+    if (layer.depth <= MAX_CHAIN_DEPTH || !layer.parent) return;
+    const parent = layer.parent;
+    this.#maintenance = this.#maintenance.then(() => this.#flatten(parent)).catch((err: unknown) => {
+      this.#logger.warn({ err: String(err) }, 'flattening a layer chain failed; reads stay correct, only longer');
+    });
+  }
+
+  /**
+   * Replaces a frozen layer, for its children, by one root layer holding the merged mappings
+   * of its whole chain (metadata only). The new layer's map is made durable by a checkpoint
+   * before pool.json names it.
+   */
+  async #flatten(frozen: Layer): Promise<void> {
+    if (this.#closed || !this.#catalog.layers.has(frozen.id)) return;
+    await this.#writer.flush(0); // frozen layers then hold no pending operations
+    const merged = mergeChain(frozen);
+    const flat = this.#catalog.newLayer(undefined, merged);
+    flat.frozen = true;
+    await this.#checkpointing;
+    await this.#startCheckpoint(); // the flat layer's map is durable before anything names it
+    // Equivalent content, so the switch may happen before pool.json records it.
+    for (const child of this.#catalog.childrenOf(frozen)) if (child !== flat) child.parent = flat;
+    for (const e of this.#catalog.exports.values()) if (e.top === frozen) e.top = flat;
+    await this.#saveMeta(() => {});
+    this.#logger.info({ layer: frozen.id, into: flat.id, blocks: merged.mappedCount }, 'layer chain flattened');
+  }
+
+  /** Resolves when background maintenance (flattening) scheduled so far is done. */
+  idle(): Promise<void> {
+    return this.#maintenance;
+  }
+
+  // --- stats -----------------------------------------------------------------------------------
 
   stats(): PoolStats {
     const c = this.#writer.counters;
-    let logicalBytes = 0;
-    for (const v of this.#byName.values()) logicalBytes += v.index.mappedCount * BLOCK_SIZE;
+    let logicalBlocks = 0;
+    for (const e of this.#catalog.exports.values()) logicalBlocks += countVisibleBlocks(e.top);
+    let uniqueBlocks = 0;
+    for (const layer of this.#catalog.layers.values()) uniqueBlocks += layer.index.mappedCount;
     const physicalBytes = this.#usedBytes();
     return {
-      logicalBytes,
+      logicalBytes: logicalBlocks * BLOCK_SIZE,
       physicalBytes,
-      savedByClonesBytes: 0,
+      savedByClonesBytes: Math.max(0, logicalBlocks - uniqueBlocks) * BLOCK_SIZE,
       savedByDedupBytes: 0,
-      deadBytes: Math.max(0, physicalBytes - logicalBytes),
+      deadBytes: Math.max(0, physicalBytes - uniqueBlocks * BLOCK_SIZE),
       capacityBytes: this.#capacityBytes === Number.MAX_SAFE_INTEGER ? 0 : this.#capacityBytes,
       writesPerBatch: c.batches === 0 ? 0 : c.writeRequests / c.batches,
       flushesPerFdatasync: c.fdatasyncs === 0 ? 0 : c.flushRequests / c.fdatasyncs,
       batches: c.batches,
       fdatasyncs: c.fdatasyncs,
-      volumes: this.#byName.size,
+      volumes: this.#catalog.list('volume').length,
       readOnly: this.#writer.failure !== undefined,
     };
   }
@@ -328,11 +450,11 @@ export class Pool implements VolumeManager, ExportProvider {
 
   openExport(name: string): BlockDevice {
     this.#checkOpen();
-    return new VolumeHandle(this.#get(name), this.#io);
+    return new VolumeHandle(this.#catalog.getExport(name), this.#io);
   }
 
   listExports(): string[] {
-    return [...this.#byName.keys()].sort();
+    return [...this.#catalog.exports.keys()].sort();
   }
 
   // --- lifecycle -----------------------------------------------------------------------------
@@ -340,6 +462,7 @@ export class Pool implements VolumeManager, ExportProvider {
   /** Writes and syncs everything, saves a checkpoint so the next open replays nothing. */
   async close(): Promise<void> {
     if (this.#closed) return;
+    await this.#maintenance;
     this.#closed = true;
     await this.#checkpointing;
     if (!this.#writer.failure) {
@@ -359,26 +482,42 @@ export class Pool implements VolumeManager, ExportProvider {
     if (this.#closed) throw new EngineError('FAILED_PRECONDITION', 'the pool is closed');
   }
 
-  #get(name: string): VolumeState {
-    const vol = this.#byName.get(name);
-    if (!vol) throw new EngineError('NOT_FOUND', `volume "${name}" not found`);
-    return vol;
+  #volumeInfo(v: VolumeState): VolumeInfo {
+    return { name: v.name, sizeBytes: v.sizeBytes, allocatedBytes: v.top.index.mappedCount * BLOCK_SIZE, createdAtMs: v.createdAtMs, openHandles: v.openHandles };
   }
 
-  #info(v: VolumeState): VolumeInfo {
-    return { name: v.name, sizeBytes: v.sizeBytes, allocatedBytes: v.index.mappedCount * BLOCK_SIZE, createdAtMs: v.createdAtMs, openHandles: v.openHandles };
+  #snapshotInfo(s: VolumeState): SnapshotInfo {
+    return { name: s.name, sourceVolume: s.sourceVolume, sizeBytes: s.sizeBytes, allocatedBytes: countVisibleBlocks(s.top) * BLOCK_SIZE, createdAtMs: s.createdAtMs };
   }
 
-  /** Metadata writes are serialized: each one writes the table as it is when its turn comes. */
-  #saveMeta(): Promise<void> {
+  /**
+   * Metadata writes are serialized: each writes the tables as they are when its turn comes
+   * (volumes already named by their `nextTop`), then runs `afterDurable` (the in-memory
+   * switch), then drops layers nothing reaches any more.
+   */
+  #saveMeta(afterDurable: () => void): Promise<void> {
     const run = async () => {
-      this.#meta.volumes = [...this.#byName.values()].map((v) => ({ id: v.id, name: v.name, sizeBytes: v.sizeBytes, createdAtMs: v.createdAtMs }));
+      Object.assign(this.#meta, this.#catalog.toMeta());
       await writePoolMeta(this.#storage, this.#meta);
+      afterDurable();
+      this.#catalog.collectGarbage();
     };
     const next = this.#metaChain.then(run, run);
     this.#metaChain = next.catch(() => {});
     return next;
   }
+}
+
+/** The merged mappings of a chain, top layer winning (holes fall through, marks do not). */
+function mergeChain(top: Layer): BlockMap {
+  const chain: Layer[] = [];
+  for (let l: Layer | undefined = top; l; l = l.parent) chain.unshift(l);
+  const merged = new BlockMap();
+  for (const layer of chain) {
+    assert.ok(!layer.hasPending, 'flattening a layer with operations in flight');
+    layer.index.forEach(0, LBA_LIMIT, (lba, value) => merged.set(lba, value));
+  }
+  return merged;
 }
 
 function validateSize(sizeBytes: number): number {

@@ -7,10 +7,11 @@
 import assert from 'node:assert/strict';
 import { BLOCK_SIZE, type AllocationExtent } from './block-device.ts';
 import { EngineError } from './errors.ts';
-import { UNMAPPED, ZERO_MARK } from './index/block-map.ts';
+import { ZERO_MARK } from './index/block-map.ts';
 import { MAX_ENTRY_BLOCKS, OP_TRIM, OP_ZERO } from './log/format.ts';
 import type { LogWriter } from './log/log-writer.ts';
-import { SRC_DISK, SRC_HOLE, SRC_MEMORY, SRC_ZERO, type VolumeState } from './volume-state.ts';
+import { SRC_DISK, SRC_HOLE, SRC_MEMORY, SRC_ZERO } from './layer.ts';
+import type { VolumeState } from './volume-state.ts';
 
 /** Retries of a read-modify-write whose edge block changed while it was being read. */
 const MAX_RMW_ATTEMPTS = 16;
@@ -40,7 +41,11 @@ export class VolumeIo {
     if (offset + length > vol.sizeBytes) {
       throw new EngineError('OUT_OF_RANGE', `range ${offset}+${length} is beyond the end of volume "${vol.name}" (${vol.sizeBytes} bytes)`);
     }
-    if (vol.deleted) throw new EngineError('NOT_FOUND', `volume "${vol.name}" was deleted`);
+    if (vol.deleted) throw new EngineError('NOT_FOUND', `${vol.kind} "${vol.name}" was deleted`);
+  }
+
+  #checkWritable(vol: VolumeState): void {
+    if (vol.readOnly) throw new EngineError('READ_ONLY', `${vol.kind} "${vol.name}" is read-only`);
   }
 
   async read(vol: VolumeState, offset: number, dest: Buffer): Promise<void> {
@@ -91,6 +96,7 @@ export class VolumeIo {
 
   async write(vol: VolumeState, offset: number, src: Buffer, fua: boolean): Promise<void> {
     this.checkRange(vol, offset, src.length);
+    this.#checkWritable(vol);
     if (src.length === 0) return fua ? this.#writer.flush() : undefined;
     this.#reserveSpace(src.length + BLOCK_SIZE);
     let data = src;
@@ -140,13 +146,13 @@ export class VolumeIo {
     let at = 0;
     let batch = this.#writer.openBatch();
     while (blocks > 0) {
-      const taken = batch.appendData(vol.id, lba, data, at * BLOCK_SIZE, blocks);
+      const taken = batch.appendData(vol.top.id, lba, data, at * BLOCK_SIZE, blocks);
       if (taken === 0) {
         this.#writer.sealOpenBatch();
         batch = this.#writer.openBatch();
         continue;
       }
-      vol.addPendingWrite(lba, taken, batch.firstPbn + batch.dataBlocks - taken);
+      vol.top.addPendingWrite(lba, taken, batch.firstPbn + batch.dataBlocks - taken);
       lba += taken;
       at += taken;
       blocks -= taken;
@@ -161,14 +167,16 @@ export class VolumeIo {
   /** Trim unmaps whole blocks; the partial blocks at unaligned edges are left as they are. */
   async trim(vol: VolumeState, offset: number, length: number, fua: boolean): Promise<void> {
     this.checkRange(vol, offset, length);
+    this.#checkWritable(vol);
     const first = Math.ceil(offset / BLOCK_SIZE);
     const end = Math.floor((offset + length) / BLOCK_SIZE);
-    if (end > first) this.#insertRange(vol, first, end - first, UNMAPPED);
+    if (end > first) this.#insertRange(vol, first, end - first, OP_TRIM);
     if (fua) await this.#writer.flush();
   }
 
   async writeZeroes(vol: VolumeState, offset: number, length: number, opts: { fua: boolean; mayUnmap: boolean }): Promise<void> {
     this.checkRange(vol, offset, length);
+    this.#checkWritable(vol);
     const first = Math.ceil(offset / BLOCK_SIZE);
     const end = Math.floor((offset + length) / BLOCK_SIZE);
     if (end <= first) {
@@ -176,26 +184,28 @@ export class VolumeIo {
     } else {
       if (offset < first * BLOCK_SIZE) await this.write(vol, offset, Buffer.alloc(first * BLOCK_SIZE - offset), false);
       if (offset + length > end * BLOCK_SIZE) await this.write(vol, end * BLOCK_SIZE, Buffer.alloc(offset + length - end * BLOCK_SIZE), false);
-      this.#insertRange(vol, first, end - first, opts.mayUnmap ? UNMAPPED : ZERO_MARK);
+      this.#insertRange(vol, first, end - first, opts.mayUnmap ? OP_TRIM : OP_ZERO);
     }
     if (opts.fua) await this.#writer.flush();
   }
 
-  #insertRange(vol: VolumeState, lba: number, count: number, value: number): void {
-    const op = value === UNMAPPED ? OP_TRIM : OP_ZERO;
+  /** Logs a trim (unmap in the top layer) or an explicit zero over whole blocks. */
+  #insertRange(vol: VolumeState, lba: number, count: number, op: typeof OP_TRIM | typeof OP_ZERO): void {
+    const layer = vol.top;
+    const value = op === OP_TRIM ? layer.unmapValue : ZERO_MARK;
     while (count > 0) {
       const n = Math.min(count, MAX_ENTRY_BLOCKS);
       let batch = this.#writer.openBatch();
-      if (!batch.appendRange(vol.id, lba, n, op)) {
+      if (!batch.appendRange(layer.id, lba, n, op)) {
         this.#writer.sealOpenBatch();
         batch = this.#writer.openBatch();
-        assert.ok(batch.appendRange(vol.id, lba, n, op));
+        assert.ok(batch.appendRange(layer.id, lba, n, op));
       }
-      const last = vol.pendingRanges.at(-1);
+      const last = layer.pendingRanges.at(-1);
       if (last && last.batch === batch && last.value === value && last.order === batch.nextPbn && last.lba + last.count === lba) {
         last.count += n; // one pending range per contiguous run keeps resolve() cheap
       } else {
-        vol.addPendingRange({ lba, count: n, value, order: batch.nextPbn, batch });
+        layer.addPendingRange({ lba, count: n, value, order: batch.nextPbn, batch });
       }
       lba += n;
       count -= n;

@@ -14,6 +14,22 @@ export interface VolumeInfo {
   openHandles: number;
 }
 
+/** An immutable point-in-time image of a volume, readable as a read-only export. */
+export interface SnapshotInfo {
+  name: string;
+  /** The volume it was taken of (it may have been deleted since). */
+  sourceVolume: string;
+  sizeBytes: number;
+  /** Bytes mapped in the image (what a full copy would cost). */
+  allocatedBytes: number;
+  createdAtMs: number;
+}
+
+export interface CreateVolumeOptions {
+  /** Store identical 4 KiB blocks once (inherited by clones). */
+  dedup?: boolean;
+}
+
 export interface PoolStats {
   logicalBytes: number;
   physicalBytes: number;
@@ -29,8 +45,19 @@ export interface PoolStats {
   readOnly: boolean;
 }
 
+/**
+ * Volumes and snapshots share one namespace (both are NBD exports by name).
+ * Snapshots and clones copy metadata only: their cost does not grow with the data they share.
+ */
 export interface VolumeManager {
-  createVolume(name: string, sizeBytes: number): Promise<VolumeInfo>;
+  createVolume(name: string, sizeBytes: number, opts?: CreateVolumeOptions): Promise<VolumeInfo>;
+  /** A new volume whose content is `source`'s (a volume or a snapshot); sizeBytes may grow it. */
+  cloneVolume(source: string, name: string, sizeBytes?: number): Promise<VolumeInfo>;
+  createSnapshot(volume: string, name: string): Promise<SnapshotInfo>;
+  /** Succeeds even when clones depend on it; shared blocks stay until nothing uses them. */
+  deleteSnapshot(name: string): Promise<void>;
+  getSnapshot(name: string): SnapshotInfo;
+  listSnapshots(): SnapshotInfo[];
   deleteVolume(name: string): Promise<void>;
   resizeVolume(name: string, sizeBytes: number): Promise<VolumeInfo>;
   getVolume(name: string): VolumeInfo;

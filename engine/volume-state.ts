@@ -1,155 +1,68 @@
 /**
- * One volume's mapping from logical blocks to where their bytes are, in two layers:
+ * A volume or a snapshot as clients see it: a name, a size, and a chain of layers read top
+ * down. A volume writes into its top layer; a snapshot's top layer is frozen, so it is a
+ * read-only view. Several volumes and snapshots may share frozen ancestors: that sharing is
+ * what makes clones and snapshots cost metadata only.
  *
- *   pending (overlay)  operations still in unwritten batches: block writes (lba → pbn in a
- *                      batch buffer) and range operations (trim, zero) with their log order
- *   index              the state of the log as written so far (exactly what replaying every
- *                      written record gives), which is what checkpoints save
- *
- * Keeping the index equal to "the log as written" is what makes checkpoints correct: a
- * checkpoint never refers to data that did not reach the disk. Reads consult the overlay
- * first.
- *
- * Ordering inside the overlay uses pbns, which grow with log order: a range operation is
- * stamped with the pbn the next data block would get (`order`), so a block write with pbn p is
- * newer than a range operation of order o exactly when p ≥ o.
+ *   clone "vm7"  ─▶ layer 12 ─┐
+ *   volume "gold" ─▶ layer 9 ─┼─▶ layer 4 (frozen; also snapshot "gold-v1")
+ *   clone "vm8"  ─▶ layer 13 ─┘
  */
-import assert from 'node:assert/strict';
-import { BlockMap, UNMAPPED, ZERO_MARK } from './index/block-map.ts';
-import type { Batch } from './log/batch.ts';
+import { SRC_HOLE, type BlockSource, type Layer } from './layer.ts';
 
-export interface PendingRange {
-  lba: number;
-  count: number;
-  /** UNMAPPED (trim) or ZERO_MARK (zero, allocated). */
-  value: number;
-  order: number;
-  batch: Batch;
-}
-
-/** What a block resolves to; see resolve(). */
-export const SRC_HOLE = 0;
-export const SRC_ZERO = 1;
-export const SRC_DISK = 2;
-export const SRC_MEMORY = 3;
-export type BlockSource = typeof SRC_HOLE | typeof SRC_ZERO | typeof SRC_DISK | typeof SRC_MEMORY;
+export type ExportKind = 'volume' | 'snapshot';
 
 export class VolumeState {
-  readonly id: number;
+  readonly kind: ExportKind;
   readonly name: string;
   sizeBytes: number;
   readonly createdAtMs: number;
-  readonly index: BlockMap;
-  /** LBA → pbn of block writes in unwritten batches: small and short-lived, so a plain Map. */
-  readonly pendingBlocks = new Map<number, number>();
-  pendingRanges: PendingRange[] = [];
+  top: Layer;
+  /**
+   * The layer this volume moves to once the metadata naming it is durable (while a snapshot or
+   * clone of it is being published); pool.json already records it.
+   */
+  nextTop: Layer | undefined;
+  /** For a snapshot, the volume it was taken of. */
+  readonly sourceVolume: string;
+  readonly dedup: boolean;
   openHandles = 0;
   deleted = false;
   /** Result of the last resolve(): the source and, for DISK/MEMORY, the first block's pbn. */
   source: BlockSource = SRC_HOLE;
   pbn = 0;
 
-  constructor(id: number, name: string, sizeBytes: number, createdAtMs: number, index = new BlockMap()) {
-    this.id = id;
-    this.name = name;
-    this.sizeBytes = sizeBytes;
-    this.createdAtMs = createdAtMs;
-    this.index = index;
+  constructor(init: { kind: ExportKind; name: string; sizeBytes: number; createdAtMs: number; top: Layer; sourceVolume?: string; dedup?: boolean }) {
+    this.kind = init.kind;
+    this.name = init.name;
+    this.sizeBytes = init.sizeBytes;
+    this.createdAtMs = init.createdAtMs;
+    this.top = init.top;
+    this.sourceVolume = init.sourceVolume ?? '';
+    this.dedup = init.dedup ?? false;
   }
 
-  get hasPending(): boolean {
-    return this.pendingBlocks.size > 0 || this.pendingRanges.length > 0;
+  get readOnly(): boolean {
+    return this.kind === 'snapshot';
   }
 
   /**
-   * Resolves the run of blocks starting at lba (at most maxCount) that share one source and,
-   * for DISK and MEMORY, consecutive pbns. Sets `source` and `pbn`; returns the run length.
+   * Resolves the run of blocks from lba (at most maxCount) through the layer chain: the first
+   * layer that has the block decides; a run of holes in one layer is looked up in its parent
+   * for the same (shorter) run.
    */
   resolve(lba: number, maxCount: number): number {
-    if (!this.hasPending) return this.#fromMap(this.index, lba, maxCount);
-    let limit = maxCount;
-    // Clip the run where any pending range starts or ends, so one answer holds for all of it.
-    for (const r of this.pendingRanges) {
-      if (r.lba > lba) limit = Math.min(limit, r.lba - lba);
-      else if (r.lba + r.count > lba) limit = Math.min(limit, r.lba + r.count - lba);
+    let layer: Layer | undefined = this.top;
+    let n = maxCount;
+    while (layer) {
+      n = layer.resolve(lba, n);
+      if (layer.source !== SRC_HOLE || !layer.parent) {
+        this.source = layer.source;
+        this.pbn = layer.pbn;
+        return n;
+      }
+      layer = layer.parent;
     }
-    const written = this.pendingBlocks.get(lba) ?? UNMAPPED;
-    const range = this.#newestRange(lba, written);
-    if (range) {
-      this.source = range.value === ZERO_MARK ? SRC_ZERO : SRC_HOLE;
-      this.pbn = 0;
-      return this.#clipAtPendingWrite(lba + 1, limit - 1) + 1;
-    }
-    if (written !== UNMAPPED) {
-      let n = 1;
-      while (n < limit && this.pendingBlocks.get(lba + n) === written + n) n++;
-      this.source = SRC_MEMORY;
-      this.pbn = written;
-      return n;
-    }
-    return this.#fromMap(this.index, lba, this.#clipAtPendingWrite(lba + 1, limit - 1) + 1);
-  }
-
-  /** How many blocks from `from` (at most count) precede the first pending block write. */
-  #clipAtPendingWrite(from: number, count: number): number {
-    const pending = this.pendingBlocks;
-    if (count <= 0 || pending.size === 0) return Math.max(0, count);
-    if (count <= pending.size * 4) {
-      // Probing each block is cheaper than scanning the whole map.
-      for (let i = 0; i < count; i++) if (pending.has(from + i)) return i;
-      return count;
-    }
-    let first = count;
-    for (const lba of pending.keys()) if (lba >= from && lba - from < first) first = lba - from;
-    return first;
-  }
-
-  #fromMap(map: BlockMap, lba: number, maxCount: number): number {
-    const n = map.run(lba, maxCount);
-    const v = map.runValue;
-    if (v === UNMAPPED) this.source = SRC_HOLE;
-    else if (v === ZERO_MARK) this.source = SRC_ZERO;
-    else this.source = SRC_DISK;
-    this.pbn = this.source === SRC_DISK ? v : 0;
-    return n;
-  }
-
-  /** The newest pending range covering lba that is newer than the pending write (if any). */
-  #newestRange(lba: number, writtenPbn: number): PendingRange | undefined {
-    let best: PendingRange | undefined;
-    for (const r of this.pendingRanges) {
-      if (lba < r.lba || lba >= r.lba + r.count) continue;
-      if (writtenPbn !== UNMAPPED && writtenPbn >= r.order) continue;
-      if (!best || r.order > best.order) best = r;
-    }
-    return best;
-  }
-
-  /** Records a block write that landed in an unwritten batch. */
-  addPendingWrite(lba: number, count: number, firstPbn: number): void {
-    for (let i = 0; i < count; i++) this.pendingBlocks.set(lba + i, firstPbn + i);
-  }
-
-  addPendingRange(range: PendingRange): void {
-    this.pendingRanges.push(range);
-  }
-
-  /** A batch reached the disk: its operations move from the overlay into the index. */
-  applyWrittenWrite(lba: number, count: number, firstPbn: number): void {
-    this.index.setRun(lba, count, firstPbn);
-    for (let i = 0; i < count; i++) {
-      if (this.pendingBlocks.get(lba + i) === firstPbn + i) this.pendingBlocks.delete(lba + i);
-    }
-  }
-
-  applyWrittenRange(lba: number, count: number, value: number): void {
-    assert.ok(value === UNMAPPED || value === ZERO_MARK);
-    this.index.fill(lba, count, value);
-  }
-
-  /** Drops the pending ranges of a written batch (after its entries were applied). */
-  forgetBatch(batch: Batch): void {
-    if (this.pendingRanges.length === 0) return;
-    this.pendingRanges = this.pendingRanges.filter((r) => r.batch !== batch);
+    throw new Error('unreachable: the loop returns at the root layer');
   }
 }
