@@ -9,12 +9,15 @@ import { EngineError } from './errors.ts';
 import { BlockMap } from './index/block-map.ts';
 import { Layer } from './layer.ts';
 import type { LayerRecord, PoolMeta, SnapshotRecord, VolumeRecord } from './pool-meta.ts';
+import type { SegmentUsage } from './segment-usage.ts';
 import { VolumeState } from './volume-state.ts';
 
 export class Catalog {
   readonly layers = new Map<number, Layer>();
   readonly exports = new Map<string, VolumeState>();
   nextLayerId: number;
+  /** Set once recovery has replayed the log; from then on every layer reports to it. */
+  #usage: SegmentUsage | undefined;
 
   constructor(nextLayerId = 1) {
     this.nextLayerId = nextLayerId;
@@ -31,6 +34,7 @@ export class Catalog {
       seen.add(id);
       const parent = rec.parentId === 0 ? undefined : build(rec.parentId, seen);
       const layer = new Layer(id, parent, rec.createdAtMs, maps?.get(id) ?? new BlockMap());
+      layer.flattened = rec.flattened === true;
       catalog.layers.set(id, layer);
       return layer;
     };
@@ -46,7 +50,7 @@ export class Catalog {
     for (const s of meta.snapshots) {
       const layer = top(s.layerId);
       layer.frozen = true;
-      catalog.exports.set(s.name, new VolumeState({ kind: 'snapshot', name: s.name, sizeBytes: s.sizeBytes, createdAtMs: s.createdAtMs, top: layer, sourceVolume: s.sourceVolume }));
+      catalog.exports.set(s.name, new VolumeState({ kind: 'snapshot', name: s.name, sizeBytes: s.sizeBytes, createdAtMs: s.createdAtMs, top: layer, sourceVolume: s.sourceVolume, dedup: s.dedup === true }));
     }
     // Every layer below a top is frozen: only tops of volumes take writes.
     for (const e of catalog.exports.values()) for (let l = e.top.parent; l; l = l.parent) l.frozen = true;
@@ -62,7 +66,7 @@ export class Catalog {
       if (listed.has(l.id)) return;
       if (l.parent) list(l.parent);
       listed.add(l.id);
-      layers.push({ id: l.id, parentId: l.parent?.id ?? 0, createdAtMs: l.createdAtMs });
+      layers.push({ id: l.id, parentId: l.parent?.id ?? 0, createdAtMs: l.createdAtMs, ...(l.flattened ? { flattened: true } : {}) });
     };
     for (const l of this.layers.values()) if (live.has(l.id)) list(l);
     const volumes: VolumeRecord[] = [];
@@ -70,7 +74,7 @@ export class Catalog {
     for (const e of this.exports.values()) {
       const base = { name: e.name, layerId: (e.nextTop ?? e.top).id, sizeBytes: e.sizeBytes, createdAtMs: e.createdAtMs };
       if (e.kind === 'volume') volumes.push({ ...base, dedup: e.dedup });
-      else snapshots.push({ ...base, sourceVolume: e.sourceVolume });
+      else snapshots.push({ ...base, sourceVolume: e.sourceVolume, dedup: e.dedup });
     }
     return { nextLayerId: this.nextLayerId, layers, volumes, snapshots };
   }
@@ -78,7 +82,20 @@ export class Catalog {
   newLayer(parent: Layer | undefined, index?: BlockMap): Layer {
     const layer = new Layer(this.nextLayerId++, parent, Date.now(), index);
     this.layers.set(layer.id, layer);
+    if (this.#usage) {
+      layer.usage = this.#usage;
+      if (index) this.#usage.addMap(index);
+    }
     return layer;
+  }
+
+  /** Starts usage accounting: counts every layer's references as they are now. */
+  attachUsage(usage: SegmentUsage): void {
+    this.#usage = usage;
+    for (const layer of this.layers.values()) {
+      usage.addMap(layer.index);
+      layer.usage = usage;
+    }
   }
 
   checkNameFree(name: string): void {
@@ -127,6 +144,8 @@ export class Catalog {
     for (const [id, layer] of this.layers) {
       if (live.has(id)) continue;
       this.layers.delete(id);
+      this.#usage?.removeMap(layer.index);
+      layer.usage = undefined;
       dropped.push(layer);
     }
     return dropped;

@@ -22,6 +22,7 @@
 import assert from 'node:assert/strict';
 import { BlockMap, UNMAPPED, ZERO_MARK } from './index/block-map.ts';
 import type { Batch } from './log/batch.ts';
+import { isPbn, type SegmentUsage } from './segment-usage.ts';
 
 export interface PendingRange {
   lba: number;
@@ -46,6 +47,10 @@ export class Layer {
   readonly createdAtMs: number;
   index: BlockMap;
   frozen = false;
+  /** Made by flattening a chain: its map repeats references its ancestors also held. */
+  flattened = false;
+  /** Told of every reference the index gains or drops (set once the pool is recovered). */
+  usage: SegmentUsage | undefined;
   /** LBA → pbn of block writes in unwritten batches: small and short-lived, so a plain Map. */
   readonly pendingBlocks = new Map<number, number>();
   pendingRanges: PendingRange[] = [];
@@ -155,6 +160,14 @@ export class Layer {
 
   /** A batch reached the disk: its operations move from the overlay into the index. */
   applyWrittenWrite(lba: number, count: number, firstPbn: number): void {
+    const usage = this.usage;
+    if (usage) {
+      for (let i = 0; i < count; i++) {
+        const old = this.index.get(lba + i);
+        if (isPbn(old)) usage.remove(old);
+      }
+      usage.add(firstPbn, count);
+    }
     this.index.setRun(lba, count, firstPbn);
     for (let i = 0; i < count; i++) {
       if (this.pendingBlocks.get(lba + i) === firstPbn + i) this.pendingBlocks.delete(lba + i);
@@ -163,6 +176,12 @@ export class Layer {
 
   applyWrittenRange(lba: number, count: number, value: number): void {
     assert.ok(value === UNMAPPED || value === ZERO_MARK);
+    const usage = this.usage;
+    if (usage) {
+      this.index.forEach(lba, lba + count, (_l, old) => {
+        if (isPbn(old)) usage.remove(old);
+      });
+    }
     this.index.fill(lba, count, value);
   }
 

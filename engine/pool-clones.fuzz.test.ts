@@ -14,13 +14,14 @@ import { MAX_CHAIN_DEPTH, Pool } from './pool.ts';
 import { MemoryStorage } from './storage/memory-storage.ts';
 
 const SIZE = 64 * 1024;
-const poolOpts = { logger: silentLogger, segmentBytes: 512 * 1024, checkpointIntervalBytes: 160 * 1024 };
+// Tiny segments (the smallest the writer accepts, plus a little) so the cleaner has work.
+const poolOpts = { logger: silentLogger, segmentBytes: 69 * 4096, checkpointIntervalBytes: 160 * 1024 };
 
 type Op =
   | { kind: 'write'; pick: number; offset: number; length: number; seed: number }
   | { kind: 'trim' | 'zero'; pick: number; offset: number; length: number }
   | { kind: 'snapshot' | 'clone' | 'delete'; pick: number }
-  | { kind: 'flush' | 'restart' | 'powerCut' };
+  | { kind: 'flush' | 'restart' | 'powerCut' | 'clean' };
 
 const pick = fc.nat({ max: 1000 });
 const span = fc.tuple(fc.nat({ max: SIZE - 1 }), fc.integer({ min: 1, max: 12_000 })).map(([o, l]) => ({ offset: o, length: Math.min(l, SIZE - o) }));
@@ -28,7 +29,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 8, arbitrary: fc.record({ pick, s: span, seed: fc.integer({ min: 1, max: 250 }) }).map(({ pick, s, seed }) => ({ kind: 'write' as const, pick, ...s, seed })) },
   { weight: 2, arbitrary: fc.record({ pick, s: span, z: fc.boolean() }).map(({ pick, s, z }) => ({ kind: z ? ('zero' as const) : ('trim' as const), pick, ...s })) },
   { weight: 3, arbitrary: fc.record({ pick, k: fc.constantFrom('snapshot' as const, 'clone' as const, 'clone' as const, 'delete' as const) }).map(({ pick, k }) => ({ kind: k, pick })) },
-  { weight: 2, arbitrary: fc.constantFrom({ kind: 'flush' as const }, { kind: 'restart' as const }, { kind: 'powerCut' as const }) },
+  { weight: 3, arbitrary: fc.constantFrom({ kind: 'flush' as const }, { kind: 'restart' as const }, { kind: 'powerCut' as const }, { kind: 'clean' as const }) },
 );
 
 type State = Map<string, { kind: 'volume' | 'snapshot'; data: Buffer }>;
@@ -78,6 +79,11 @@ async function run(ops: Op[]): Promise<void> {
       candidates = [copy(model)];
       continue;
     }
+    if (op.kind === 'clean') {
+      // Moving blocks changes no content, and promises no durability of its own.
+      await pool.clean();
+      continue;
+    }
     if (op.kind === 'flush') {
       const dev = pool.openExport(names()[0]!);
       await dev.flush();
@@ -103,6 +109,7 @@ async function run(ops: Op[]): Promise<void> {
       candidates = [copy(model)];
       continue;
     }
+    if (op.kind !== 'write' && op.kind !== 'trim' && op.kind !== 'zero') continue;
     const vols = volumes();
     if (vols.length === 0) continue;
     const target = vols[op.pick % vols.length]!;

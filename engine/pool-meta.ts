@@ -16,6 +16,8 @@ export interface LayerRecord {
   /** 0 for a root layer. Parents are listed before their children. */
   parentId: number;
   createdAtMs: number;
+  /** Made by flattening: its map repeats block references of other layers (the cleaner checks it). */
+  flattened?: boolean;
 }
 
 export interface ExportRecord {
@@ -32,6 +34,8 @@ export interface VolumeRecord extends ExportRecord {
 
 export interface SnapshotRecord extends ExportRecord {
   sourceVolume: string;
+  /** The source volume's dedup setting, inherited by clones of the snapshot. */
+  dedup?: boolean;
 }
 
 export interface PoolMeta {

@@ -15,7 +15,7 @@ import { randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import { BLOCK_SIZE, type BlockDevice, type ExportProvider } from './block-device.ts';
 import { encodeCheckpoint, readCheckpoint, writeCheckpoint } from './checkpoint.ts';
-import { EngineError, isEngineError } from './errors.ts';
+import { EngineError } from './errors.ts';
 import { BlockMap, LBA_LIMIT, ZERO_MARK } from './index/block-map.ts';
 import { Catalog } from './catalog.ts';
 import type { Layer } from './layer.ts';
@@ -29,6 +29,8 @@ import { POOL_FORMAT_VERSION, readPoolMeta, writePoolMeta, type PoolMeta } from 
 import { PoolLock } from './pool-lock.ts';
 import { NodeStorage } from './storage/node-storage.ts';
 import type { Storage, StorageFile } from './storage/storage.ts';
+import { Cleaner } from './cleaner.ts';
+import { SegmentUsage } from './segment-usage.ts';
 import { VolumeHandle } from './volume-handle.ts';
 import { VolumeIo } from './volume-io.ts';
 import type { CreateVolumeOptions, PoolStats, SnapshotInfo, VolumeInfo, VolumeManager } from './volume-manager.ts';
@@ -63,7 +65,12 @@ export class Pool implements VolumeManager, ExportProvider {
   #writer!: LogWriter;
   #io!: VolumeIo;
   #lock: PoolLock | undefined;
-  #firstSegment = 1;
+  /** Segment files that exist or are reserved by the writer. */
+  readonly #segments = new Set<number>();
+  #usage!: SegmentUsage;
+  #cleaner!: Cleaner;
+  #cleaning: Promise<void> | undefined;
+  #cleanTimer: NodeJS.Timeout | undefined;
   #logEnd: LogPosition = { segmentNo: 1, offsetInSegment: 0, nextSeq: 1 };
   #bytesSinceCheckpoint = 0;
   #checkpointing: Promise<void> | undefined;
@@ -112,41 +119,57 @@ export class Pool implements VolumeManager, ExportProvider {
 
   async #recover(): Promise<void> {
     const started = performance.now();
-    const checkpoint = await readCheckpoint(this.#storage, this.#meta.poolId).catch((err: unknown) => {
-      if (isEngineError(err) && err.code === 'CORRUPTION') {
-        this.#logger.warn({ err: err.message }, 'ignoring a damaged index checkpoint: replaying the whole log');
-        return undefined;
-      }
-      throw err;
-    });
+    // A damaged checkpoint is fatal: cleaned segments are gone, so the whole log cannot be
+    // replayed instead. (It is replaced atomically, so only the disk can damage it.)
+    const checkpoint = await readCheckpoint(this.#storage, this.#meta.poolId);
     const segments = (await this.#storage.list()).map(parseSegmentFileName).filter((n) => n !== undefined);
-    this.#firstSegment = segments.length > 0 ? Math.min(...segments) : 1;
+    for (const n of segments) this.#segments.add(n);
     this.#catalog = Catalog.fromMeta(this.#meta, checkpoint?.maps);
     const files = new Map<number, StorageFile>();
-    const start = checkpoint?.position ?? { segmentNo: this.#firstSegment, offsetInSegment: 0, nextSeq: 1 };
+    // Without a checkpoint nothing was ever cleaned, so the log starts at its beginning.
+    const start = checkpoint?.position ?? { segmentNo: 1, offsetInSegment: 0, nextSeq: 1 };
     const scan = await scanLog({
       poolId: this.#meta.poolId,
       segmentBytes: this.#meta.segmentBytes,
       start,
+      segments,
       openSegment: (n) => this.#openExisting(n, files, segments),
       apply: (record) => this.#replay(record),
     });
-    await this.#cutLog(scan.end, files, segments);
+    this.#usage = new SegmentUsage(this.#blocksPerSegment);
+    this.#catalog.attachUsage(this.#usage);
+    await this.#cutLog(scan.end, scan.visited, files);
+    this.#segments.add(scan.end.segmentNo);
     this.#logEnd = scan.end;
     this.#writer = new LogWriter({
       storage: this.#storage,
       poolId: this.#meta.poolId,
       segmentBytes: this.#meta.segmentBytes,
       start: scan.end,
+      allocateSegment: () => this.#allocateSegment(),
       onBatchWritten: (batch) => this.#onBatchWritten(batch),
       onFailure: (err) => this.#logger.error({ err: err.message }, 'the pool turned read-only'),
     });
     for (const [n, f] of files) this.#writer.adoptSegmentFile(n, f);
     this.#io = new VolumeIo({ writer: this.#writer, blocksPerSegment: this.#blocksPerSegment, reserveSpace: (b) => this.#reserveSpace(b) });
+    this.#cleaner = new Cleaner({
+      writer: this.#writer,
+      catalog: this.#catalog,
+      usage: this.#usage,
+      poolId: this.#meta.poolId,
+      segmentBytes: this.#meta.segmentBytes,
+      logger: this.#logger,
+      segments: () => this.#segments,
+      checkpoint: () => this.#checkpointNow(),
+      deleteSegment: (n) => this.#deleteSegment(n),
+    });
     this.#logger.info(
       { checkpoint: Boolean(checkpoint), replayedRecords: scan.records, replayedBytes: scan.bytes, stop: scan.stopReason, exports: this.#catalog.exports.size, ms: Math.round(performance.now() - started) },
       'pool recovered',
     );
+    // Cleaning needs no timer to be correct; this one only notices idle dead space.
+    this.#cleanTimer = setInterval(() => this.#kickCleaner(), 2000);
+    this.#cleanTimer.unref();
   }
 
   async #openExisting(n: number, files: Map<number, StorageFile>, segments: number[]): Promise<StorageFile | undefined> {
@@ -171,21 +194,40 @@ export class Pool implements VolumeManager, ExportProvider {
     }
   }
 
-  /** Makes the recovered end the real end: nothing after it can be replayed later. */
-  async #cutLog(end: LogPosition, files: Map<number, StorageFile>, segments: number[]): Promise<void> {
-    const tail = await this.#openExisting(end.segmentNo, files, segments);
+  /**
+   * Makes the recovered end the real end: the rest of the end segment is zeroed, and every
+   * segment the scan did not read that no index entry points into is deleted — it can only
+   * hold records after the end (or nothing), which must never be replayed later.
+   */
+  async #cutLog(end: LogPosition, visited: Set<number>, files: Map<number, StorageFile>): Promise<void> {
+    const tail = await this.#openExisting(end.segmentNo, files, [...this.#segments]);
     if (tail) {
       await tail.truncate(end.offsetInSegment);
       await tail.truncate(this.#meta.segmentBytes);
       await tail.datasync();
     }
-    for (const n of segments) {
-      if (n <= end.segmentNo) continue;
+    for (const n of [...this.#segments]) {
+      if (n === end.segmentNo || visited.has(n) || this.#usage.live(n) > 0) continue;
       await files.get(n)?.close();
       files.delete(n);
       await this.#storage.remove(segmentFileName(n));
+      this.#segments.delete(n);
     }
     await this.#storage.syncDir();
+  }
+
+  #allocateSegment(): number {
+    let n = 1;
+    while (this.#segments.has(n)) n++;
+    this.#segments.add(n);
+    return n;
+  }
+
+  async #deleteSegment(n: number): Promise<void> {
+    await this.#writer.forgetSegment(n);
+    await this.#storage.remove(segmentFileName(n));
+    await this.#storage.syncDir();
+    this.#segments.delete(n);
   }
 
   #onBatchWritten(batch: Batch): void {
@@ -229,15 +271,66 @@ export class Pool implements VolumeManager, ExportProvider {
     return maps;
   }
 
+  /** Bytes of log on disk: every segment full but the one being appended to. */
   #usedBytes(): number {
     const pos = this.#writer.appendPosition;
-    return (pos.segmentNo - this.#firstSegment) * this.#meta.segmentBytes + pos.offsetInSegment;
+    return Math.max(0, this.#segments.size - 1) * this.#meta.segmentBytes + pos.offsetInSegment;
   }
 
+  /**
+   * Client writes stop short of the capacity by a reserve that lets the cleaner copy live
+   * blocks out of a segment even in a full pool; the cleaner itself does not call this.
+   */
   #reserveSpace(bytes: number): void {
-    if (this.#usedBytes() + bytes > this.#capacityBytes) {
-      throw new EngineError('NO_SPACE', `pool is full (capacity ${this.#capacityBytes} bytes)`);
+    if (this.#capacityBytes === Number.MAX_SAFE_INTEGER) return;
+    const reserve = Math.min(2 * this.#meta.segmentBytes, Math.floor(this.#capacityBytes / 8));
+    if (this.#usedBytes() + bytes > this.#capacityBytes - reserve) {
+      this.#kickCleaner();
+      throw new EngineError('NO_SPACE', `pool is full (capacity ${this.#capacityBytes} bytes); delete data to make room`);
     }
+  }
+
+  // --- cleaning --------------------------------------------------------------------------------
+
+  /** A durable checkpoint of the index as it is now (waits for one in progress first). */
+  async #checkpointNow(): Promise<void> {
+    await this.#checkpointing;
+    await this.#startCheckpoint();
+  }
+
+  /**
+   * Cleans up to `maxSegments` segments (the emptiest first); resolves with how many were
+   * freed. Runs in the background on its own too; calls never overlap.
+   */
+  clean(maxSegments = Number.MAX_SAFE_INTEGER): Promise<number> {
+    const run = async (): Promise<number> => {
+      let freed = 0;
+      const candidates = this.#cleaner.candidates();
+      while (freed < maxSegments && !this.#closed && !this.#writer.failure) {
+        const victim = this.#cleaner.pickVictim(candidates);
+        if (victim === undefined) break;
+        candidates.delete(victim);
+        if (await this.#cleaner.clean(victim)) freed++;
+      }
+      return freed;
+    };
+    const result = (this.#cleaning ?? Promise.resolve()).then(run, run);
+    const settled = result.then(() => {}, (err: unknown) => {
+      this.#logger.warn({ err: String(err) }, 'cleaning stopped');
+    });
+    this.#cleaning = settled;
+    void settled.finally(() => {
+      if (this.#cleaning === settled) this.#cleaning = undefined;
+    });
+    return result;
+  }
+
+  /** Starts background cleaning when dead space is worth reclaiming. */
+  #kickCleaner(): void {
+    if (this.#cleaning || this.#closed) return;
+    const dead = this.#usedBytes() - this.#usage.totalLive() * BLOCK_SIZE;
+    if (dead < 2 * this.#meta.segmentBytes && this.#capacityBytes === Number.MAX_SAFE_INTEGER) return;
+    void this.clean(8).catch(() => {});
   }
 
   // --- VolumeManager: volumes ----------------------------------------------------------------
@@ -281,7 +374,7 @@ export class Pool implements VolumeManager, ExportProvider {
     const vol = this.#catalog.getVolume(volume);
     this.#catalog.checkNameFree(name);
     const base = this.#freezeTop(vol);
-    const snap = new VolumeState({ kind: 'snapshot', name, sizeBytes: vol.sizeBytes, createdAtMs: Date.now(), top: base.frozenAs, sourceVolume: volume });
+    const snap = new VolumeState({ kind: 'snapshot', name, sizeBytes: vol.sizeBytes, createdAtMs: Date.now(), top: base.frozenAs, sourceVolume: volume, dedup: vol.dedup });
     await this.#publish([snap], base.commit);
     await this.#writer.flush(0); // a snapshot is durable when the call returns
     this.#logger.info({ snapshot: name, volume }, 'snapshot created');
@@ -354,7 +447,7 @@ export class Pool implements VolumeManager, ExportProvider {
     const vol = this.#catalog.getVolume(name);
     const size = validateSize(sizeBytes);
     if (size < vol.sizeBytes) {
-      throw new EngineError('INVALID_ARGUMENT', `volume "${name}" is ${vol.sizeBytes} bytes; shrinking to ${size} is not supported`);
+      throw new EngineError('FAILED_PRECONDITION', `volume "${name}" is ${vol.sizeBytes} bytes; shrinking to ${size} is not supported`);
     }
     if (size === vol.sizeBytes) return this.#volumeInfo(vol);
     const before = vol.sizeBytes;
@@ -407,8 +500,8 @@ export class Pool implements VolumeManager, ExportProvider {
     const merged = mergeChain(frozen);
     const flat = this.#catalog.newLayer(undefined, merged);
     flat.frozen = true;
-    await this.#checkpointing;
-    await this.#startCheckpoint(); // the flat layer's map is durable before anything names it
+    flat.flattened = true;
+    await this.#checkpointNow(); // the flat layer's map is durable before anything names it
     // Equivalent content, so the switch may happen before pool.json records it.
     for (const child of this.#catalog.childrenOf(frozen)) if (child !== flat) child.parent = flat;
     for (const e of this.#catalog.exports.values()) if (e.top === frozen) e.top = flat;
@@ -430,12 +523,13 @@ export class Pool implements VolumeManager, ExportProvider {
     let uniqueBlocks = 0;
     for (const layer of this.#catalog.layers.values()) uniqueBlocks += layer.index.mappedCount;
     const physicalBytes = this.#usedBytes();
+    const liveBytes = this.#usage.totalLive() * BLOCK_SIZE;
     return {
       logicalBytes: logicalBlocks * BLOCK_SIZE,
       physicalBytes,
       savedByClonesBytes: Math.max(0, logicalBlocks - uniqueBlocks) * BLOCK_SIZE,
       savedByDedupBytes: 0,
-      deadBytes: Math.max(0, physicalBytes - uniqueBlocks * BLOCK_SIZE),
+      deadBytes: Math.max(0, physicalBytes - liveBytes),
       capacityBytes: this.#capacityBytes === Number.MAX_SAFE_INTEGER ? 0 : this.#capacityBytes,
       writesPerBatch: c.batches === 0 ? 0 : c.writeRequests / c.batches,
       flushesPerFdatasync: c.fdatasyncs === 0 ? 0 : c.flushRequests / c.fdatasyncs,
@@ -443,6 +537,9 @@ export class Pool implements VolumeManager, ExportProvider {
       fdatasyncs: c.fdatasyncs,
       volumes: this.#catalog.list('volume').length,
       readOnly: this.#writer.failure !== undefined,
+      segments: this.#segments.size,
+      segmentsCleaned: this.#cleaner.counters.segmentsCleaned,
+      blocksRelocated: this.#cleaner.counters.blocksRelocated,
     };
   }
 
@@ -464,6 +561,8 @@ export class Pool implements VolumeManager, ExportProvider {
     if (this.#closed) return;
     await this.#maintenance;
     this.#closed = true;
+    if (this.#cleanTimer) clearInterval(this.#cleanTimer);
+    await this.#cleaning;
     await this.#checkpointing;
     if (!this.#writer.failure) {
       await this.#writer.flush(0).catch(() => {});
@@ -483,7 +582,7 @@ export class Pool implements VolumeManager, ExportProvider {
   }
 
   #volumeInfo(v: VolumeState): VolumeInfo {
-    return { name: v.name, sizeBytes: v.sizeBytes, allocatedBytes: v.top.index.mappedCount * BLOCK_SIZE, createdAtMs: v.createdAtMs, openHandles: v.openHandles };
+    return { name: v.name, sizeBytes: v.sizeBytes, allocatedBytes: countVisibleBlocks(v.top) * BLOCK_SIZE, createdAtMs: v.createdAtMs, openHandles: v.openHandles };
   }
 
   #snapshotInfo(s: VolumeState): SnapshotInfo {

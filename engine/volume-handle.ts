@@ -27,7 +27,7 @@ export class VolumeHandle implements BlockDevice {
   }
 
   get readOnly(): boolean {
-    return false;
+    return this.#vol.readOnly;
   }
 
   read(offset: number, dest: Buffer): Promise<void> {

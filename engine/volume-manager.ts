@@ -43,6 +43,11 @@ export interface PoolStats {
   fdatasyncs: number;
   volumes: number;
   readOnly: boolean;
+  /** Segment files of the log. */
+  segments: number;
+  /** Cleaner progress since start. */
+  segmentsCleaned: number;
+  blocksRelocated: number;
 }
 
 /**

@@ -6,8 +6,9 @@
  * so it must not be applied. The scanner never throws on bad bytes; only I/O errors throw.
  *
  * A writer starts a new segment only when the current one is nearly full, so when a record
- * fails at some offset, the only other place the log can continue is offset 0 of the next
- * segment, with exactly the next seq.
+ * fails at some offset, the only other place the log can continue is offset 0 of another
+ * segment (numbers are reused after cleaning, so any one; the next number is tried first),
+ * with exactly the next seq. Seqs are never reused, so at most one segment can match.
  */
 import { BLOCK_SIZE } from '../block-device.ts';
 import type { StorageFile } from '../storage/storage.ts';
@@ -28,6 +29,8 @@ export interface ScanOptions {
   start: LogPosition;
   /** Opens a segment's file, or undefined when it does not exist. */
   openSegment: (segmentNo: number) => Promise<StorageFile | undefined>;
+  /** Numbers of the segment files that exist, to find where the log continues. */
+  segments: number[];
   apply: (record: ScannedRecord) => void;
 }
 
@@ -38,6 +41,8 @@ export interface ScanResult {
   bytes: number;
   /** Why the scan stopped, for the recovery log line. */
   stopReason: string;
+  /** Segments the scan read records from (and the one it started in). */
+  visited: Set<number>;
 }
 
 export async function scanLog(opts: ScanOptions): Promise<ScanResult> {
@@ -46,6 +51,7 @@ export async function scanLog(opts: ScanOptions): Promise<ScanResult> {
   const pos = { ...opts.start };
   let records = 0;
   let bytes = 0;
+  const visited = new Set<number>([pos.segmentNo]);
   const tryAt = async (at: LogPosition): Promise<ScannedRecord | string> => {
     const file = await opts.openSegment(at.segmentNo);
     return file ? readRecord(file, at, opts, header, data) : 'segment missing';
@@ -53,14 +59,20 @@ export async function scanLog(opts: ScanOptions): Promise<ScanResult> {
   for (;;) {
     let outcome = await tryAt(pos);
     if (typeof outcome === 'string' && pos.offsetInSegment !== 0) {
-      const next = { segmentNo: pos.segmentNo + 1, offsetInSegment: 0, nextSeq: pos.nextSeq };
-      const there = await tryAt(next);
-      if (typeof there !== 'string') {
-        Object.assign(pos, next);
-        outcome = there;
+      const others = opts.segments.filter((n) => n !== pos.segmentNo);
+      others.sort((a, b) => (a === pos.segmentNo + 1 ? -1 : b === pos.segmentNo + 1 ? 1 : a - b));
+      for (const segmentNo of others) {
+        const next = { segmentNo, offsetInSegment: 0, nextSeq: pos.nextSeq };
+        const there = await tryAt(next);
+        if (typeof there !== 'string') {
+          Object.assign(pos, next);
+          outcome = there;
+          break;
+        }
       }
     }
-    if (typeof outcome === 'string') return { end: pos, records, bytes, stopReason: outcome };
+    if (typeof outcome === 'string') return { end: pos, records, bytes, stopReason: outcome, visited };
+    visited.add(pos.segmentNo);
     opts.apply(outcome);
     const length = HEADER_BYTES + outcome.header.dataBlocks * BLOCK_SIZE;
     pos.offsetInSegment += length;
@@ -70,10 +82,14 @@ export async function scanLog(opts: ScanOptions): Promise<ScanResult> {
   }
 }
 
-async function readRecord(
+/**
+ * Reads and verifies the record at `pos` (its data lands in `data`); returns why not when
+ * there is no valid record there with seq pos.nextSeq (any seq when nextSeq is -1).
+ */
+export async function readRecord(
   file: StorageFile,
   pos: LogPosition,
-  opts: ScanOptions,
+  opts: Pick<ScanOptions, 'poolId' | 'segmentBytes'>,
   header: Buffer,
   data: Buffer,
 ): Promise<ScannedRecord | string> {
@@ -84,7 +100,7 @@ async function readRecord(
   if (!check.ok) return `bad header (${check.reason})`;
   const h = check.header;
   if (h.poolId !== opts.poolId) return 'record of another pool';
-  if (h.seq !== pos.nextSeq) return `seq ${h.seq} where ${pos.nextSeq} was expected`;
+  if (pos.nextSeq !== -1 && h.seq !== pos.nextSeq) return `seq ${h.seq} where ${pos.nextSeq} was expected`;
   const dataBytes = h.dataBlocks * BLOCK_SIZE;
   if (dataBytes > data.length || pos.offsetInSegment + HEADER_BYTES + dataBytes > opts.segmentBytes) return 'bad length';
   const got = await file.read(data, 0, dataBytes, pos.offsetInSegment + HEADER_BYTES);

@@ -41,6 +41,11 @@ export interface LogWriterOptions {
   segmentBytes: number;
   /** Where the next record goes (the end of the recovered log). */
   start: LogPosition;
+  /**
+   * Returns the number of the segment the log continues in when the current one is full: the
+   * pool reuses numbers of cleaned segments so that pbns stay within 32 bits.
+   */
+  allocateSegment: () => number;
   /** Called in log order after each batch is written (and synced if it had to be). */
   onBatchWritten: (batch: Batch) => void;
   onFailure: (err: EngineError) => void;
@@ -99,7 +104,7 @@ export class LogWriter {
     if (this.#open) return this.#open;
     let room = Math.min(MAX_BATCH_DATA_BYTES, this.#opts.segmentBytes - this.#reserveOffset - HEADER_BYTES);
     if (room < MIN_BATCH_DATA_BYTES) {
-      this.#reserveSegment++;
+      this.#reserveSegment = this.#opts.allocateSegment();
       this.#reserveOffset = 0;
       room = Math.min(MAX_BATCH_DATA_BYTES, this.#opts.segmentBytes - HEADER_BYTES);
     }
@@ -196,6 +201,22 @@ export class LogWriter {
     return file;
   }
 
+  /** Segments that unwritten batches will go to: the cleaner must leave them alone. */
+  busySegments(): Set<number> {
+    const busy = new Set<number>([this.#reserveSegment]);
+    if (this.#open) busy.add(this.#open.segmentNo);
+    for (const b of this.#queue) busy.add(b.segmentNo);
+    return busy;
+  }
+
+  /** Closes a deleted segment's file. */
+  async forgetSegment(segmentNo: number): Promise<void> {
+    const file = this.#files.get(segmentNo);
+    this.#files.delete(segmentNo);
+    this.#unsynced.delete(segmentNo);
+    await file?.close();
+  }
+
   /** Adopts an already open segment file (recovery opened it). */
   adoptSegmentFile(segmentNo: number, file: StorageFile): void {
     this.#files.set(segmentNo, file);
@@ -268,6 +289,7 @@ export class LogWriter {
     const existing = this.#files.get(segmentNo);
     if (existing) return existing;
     const file = await this.segmentFile(segmentNo, true);
+    await file.truncate(0); // a reused number must not keep anything of its past
     await file.truncate(this.#opts.segmentBytes);
     await file.datasync();
     await this.#opts.storage.syncDir();
