@@ -128,6 +128,184 @@ describe('volume commands', () => {
   });
 });
 
+describe('volume create --dedup', () => {
+  it('sends dedup to the engine only when asked', async () => {
+    expect((await braidAt(['volume', 'create', 'plain', '--size', '1G'])).code).toBe(0);
+    const r = await braidAt(['volume', 'create', 'deduped', '--size', '1G', '--dedup']);
+    expect(r).toEqual({
+      code: 0,
+      stdout: `created volume "deduped" (1.00 GiB): nbd+unix:///deduped?socket=${join(dir, 'nbd.sock')}\n`,
+      stderr: '',
+    });
+    expect([...manager.dedup]).toEqual(['deduped']);
+  });
+
+  it('says in its help that inline dedup is not implemented yet', async () => {
+    const r = await braid(['volume', 'create', '--help']);
+    expect(r.code).toBe(0);
+    const help = r.stdout.replace(/\s+/g, ' ');
+    expect(help).toContain('--dedup');
+    expect(help).toContain('recorded and inherited by clones; inline dedup is not implemented yet');
+  });
+});
+
+describe('volume clone', () => {
+  beforeEach(async () => {
+    await braidAt(['volume', 'create', 'vm1', '--size', '1G']);
+  });
+
+  it('clones a volume at its size and prints the new NBD URI', async () => {
+    expect(await braidAt(['volume', 'clone', 'vm1', 'c1'])).toEqual({
+      code: 0,
+      stdout: `cloned "vm1" to volume "c1" (1.00 GiB): nbd+unix:///c1?socket=${join(dir, 'nbd.sock')}\n`,
+      stderr: '',
+    });
+    expect(manager.volumes.get('c1')?.sizeBytes).toBe(GiB);
+  });
+
+  it('clones a snapshot, larger with --size', async () => {
+    await braidAt(['snapshot', 'create', 'vm1', 'snap1']);
+    const r = await braidAt(['volume', 'clone', 'snap1', 'c1', '--size', '4G']);
+    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^cloned "snap1" to volume "c1" \(4\.00 GiB\): /), stderr: '' });
+    expect(manager.volumes.get('c1')?.sizeBytes).toBe(4 * GiB);
+  });
+
+  it('inherits dedup', async () => {
+    await braidAt(['volume', 'create', 'gold', '--size', '1G', '--dedup']);
+    await braidAt(['volume', 'clone', 'gold', 'c1']);
+    expect(manager.dedup.has('c1')).toBe(true);
+  });
+
+  it('fails with exit 1 and one line: missing source, taken name, smaller size', async () => {
+    expect(await braidAt(['volume', 'clone', 'nope', 'c1'])).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: 'braid: no volume or snapshot named "nope"\n',
+    });
+    expect(await braidAt(['volume', 'clone', 'vm1', 'vm1'])).toEqual({ code: 1, stdout: '', stderr: 'braid: volume "vm1" already exists\n' });
+    expect(await braidAt(['volume', 'clone', 'vm1', 'c1', '--size', '512M'])).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `braid: a clone of "vm1" needs at least ${GiB} bytes; ${512 * 2 ** 20} requested\n`,
+    });
+    expect((await braidAt(['volume', 'clone', 'vm1', 'Bad_Name'])).stderr).toMatch(/^braid: invalid volume name "Bad_Name": [^\n]*\n$/);
+    expect([...manager.volumes.keys()]).toEqual(['vm1']);
+  });
+
+  it('--size 0 is refused, not taken as "the source size"', async () => {
+    expect(await braidAt(['volume', 'clone', 'vm1', 'c1', '--size', '0'])).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: 'braid: invalid size 0: must be a positive number of bytes\n',
+    });
+  });
+});
+
+describe('snapshot commands', () => {
+  beforeEach(async () => {
+    await braidAt(['volume', 'create', 'vm1', '--size', '1G']);
+  });
+
+  it('create prints the snapshot and its read-only NBD URI', async () => {
+    expect(await braidAt(['snapshot', 'create', 'vm1', 'snap1'])).toEqual({
+      code: 0,
+      stdout: `created snapshot "snap1" of volume "vm1" (1.00 GiB, read-only): nbd+unix:///snap1?socket=${join(dir, 'nbd.sock')}\n`,
+      stderr: '',
+    });
+    expect(manager.snapshots.get('snap1')).toMatchObject({ sourceVolume: 'vm1', sizeBytes: GiB });
+  });
+
+  it('ls prints an aligned table NAME SOURCE SIZE CREATED, sorted by name', async () => {
+    await braidAt(['volume', 'create', 'database-01', '--size', '100G']);
+    manager.nowMs = Date.UTC(2024, 4, 1, 12, 34, 56, 789);
+    await braidAt(['snapshot', 'create', 'vm1', 'vm1-before-upgrade']);
+    manager.nowMs = Date.UTC(2024, 4, 2, 8, 0, 0);
+    await braidAt(['snapshot', 'create', 'database-01', 'db-nightly']);
+    const r = await braidAt(['snapshot', 'ls']);
+    expect(r).toEqual({
+      code: 0,
+      stdout: [
+        'NAME                SOURCE           SIZE  CREATED',
+        'db-nightly          database-01   100 GiB  2024-05-02 08:00:00Z',
+        'vm1-before-upgrade  vm1          1.00 GiB  2024-05-01 12:34:56Z',
+        '',
+      ].join('\n'),
+      stderr: '',
+    });
+  });
+
+  it('ls with no snapshots prints the header only', async () => {
+    expect(await braidAt(['snapshot', 'ls'])).toEqual({ code: 0, stdout: 'NAME  SOURCE  SIZE  CREATED\n', stderr: '' });
+  });
+
+  it('ls --json prints {snapshots: [...]} with exact byte counts', async () => {
+    await braidAt(['volume', 'create', 'big', '--size', '5T']);
+    manager.volumes.get('big')!.allocatedBytes = 2 ** 33;
+    await braidAt(['snapshot', 'create', 'big', 'snap1']);
+    const r = await braidAt(['snapshot', 'ls', '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({
+      snapshots: [
+        {
+          name: 'snap1',
+          sourceVolume: 'big',
+          sizeBytes: 5 * 2 ** 40,
+          allocatedBytes: 2 ** 33,
+          createdAt: new Date(manager.nowMs).toISOString(),
+        },
+      ],
+    });
+    expect((await braidAt(['snapshot', 'rm', 'snap1'])).code).toBe(0);
+    expect(JSON.parse((await braidAt(['snapshot', 'ls', '--json'])).stdout)).toEqual({ snapshots: [] });
+  });
+
+  it('snapshots are not listed as volumes', async () => {
+    await braidAt(['snapshot', 'create', 'vm1', 'snap1']);
+    expect(JSON.parse((await braidAt(['volume', 'ls', '--json'])).stdout)).toMatchObject({ volumes: [{ name: 'vm1' }] });
+  });
+
+  it('rm removes a snapshot and leaves clones made from it', async () => {
+    await braidAt(['snapshot', 'create', 'vm1', 'snap1']);
+    await braidAt(['volume', 'clone', 'snap1', 'c1']);
+    expect(await braidAt(['snapshot', 'rm', 'snap1'])).toEqual({ code: 0, stdout: 'removed snapshot "snap1"\n', stderr: '' });
+    expect(manager.snapshots.size).toBe(0);
+    expect(manager.volumes.has('c1')).toBe(true);
+  });
+
+  it('fails with exit 1 and one line', async () => {
+    await braidAt(['snapshot', 'create', 'vm1', 'snap1']);
+    expect(await braidAt(['snapshot', 'create', 'vm1', 'snap1'])).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: 'braid: snapshot "snap1" already exists\n',
+    });
+    expect(await braidAt(['snapshot', 'create', 'vm1', 'vm1'])).toMatchObject({ code: 1, stderr: 'braid: volume "vm1" already exists\n' });
+    expect(await braidAt(['snapshot', 'create', 'vm9', 's2'])).toEqual({ code: 1, stdout: '', stderr: 'braid: volume "vm9" not found\n' });
+    expect(await braidAt(['snapshot', 'rm', 'nope'])).toEqual({ code: 1, stdout: '', stderr: 'braid: snapshot "nope" not found\n' });
+    // A volume is not removed by `snapshot rm`, nor a snapshot by `volume rm`.
+    expect(await braidAt(['snapshot', 'rm', 'vm1'])).toMatchObject({ code: 1, stderr: 'braid: snapshot "vm1" not found\n' });
+    expect(await braidAt(['volume', 'rm', 'snap1'])).toMatchObject({ code: 1, stderr: 'braid: volume "snap1" not found\n' });
+    expect((await braidAt(['snapshot', 'create', 'vm1', 'Snap'])).stderr).toMatch(/^braid: invalid snapshot name "Snap": [^\n]*\n$/);
+    manager.failNext(new EngineError('BUSY', 'snapshot "snap1" is in use by 1 connection(s);\ndisconnect them first'));
+    expect(await braidAt(['snapshot', 'rm', 'snap1'])).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: 'braid: snapshot "snap1" is in use by 1 connection(s); disconnect them first\n',
+    });
+  });
+
+  it('no engine running', async () => {
+    const other = join(dir, 'elsewhere');
+    for (const args of [['snapshot', 'ls'], ['snapshot', 'create', 'vm1', 's'], ['snapshot', 'rm', 's'], ['volume', 'clone', 'vm1', 'c']]) {
+      expect(await braid([...args, '--data', other])).toEqual({
+        code: 1,
+        stdout: '',
+        stderr: `braid: no engine running at ${other} (start it with \`braid serve --data ${other}\`)\n`,
+      });
+    }
+  });
+});
+
 describe('stats', () => {
   it('--json prints the keys of CLI.md first, in order', async () => {
     await braidAt(['volume', 'create', 'vm1', '--size', '1G']);
@@ -222,6 +400,15 @@ describe('usage errors: exit 2 and one line on stderr', () => {
     [['volume', 'ls', 'extra'], /^braid: too many arguments/],
     [['volume', 'ls', '--bogus'], "braid: unknown option '--bogus'\n"],
     [['frobnicate'], "braid: unknown command 'frobnicate'\n"],
+    [['volume', 'clone', 'vm1'], "braid: missing required argument 'NEW'\n"],
+    [['volume', 'clone', 'vm1', 'c1', '--size', '12X'], 'braid: invalid size "12X": use bytes or a K/M/G/T suffix\n'],
+    [['volume', 'clone', 'vm1', 'c1', 'c2'], /^braid: too many arguments/],
+    [['snapshot', 'create', 'vm1'], "braid: missing required argument 'SNAP'\n"],
+    [['snapshot', 'create'], "braid: missing required argument 'VOLUME'\n"],
+    [['snapshot', 'rm'], "braid: missing required argument 'SNAP'\n"],
+    [['snapshot', 'ls', 'extra'], /^braid: too many arguments/],
+    [['snapshot', 'ls', '--size', '1G'], "braid: unknown option '--size'\n"],
+    [['snapshot', 'frobnicate'], "braid: unknown command 'frobnicate'\n"],
     [['serve', '--log-level', 'loud'], /^braid: option '--log-level <LEVEL>' argument 'loud' is invalid/],
   ])('%j', async (args, stderr) => {
     const r = await braid(args);
@@ -238,6 +425,21 @@ describe('usage errors: exit 2 and one line on stderr', () => {
     const r = await braid(['volume']);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('Usage: braid volume');
+  });
+
+  it('the snapshot group without a command shows its help on stderr', async () => {
+    const r = await braid(['snapshot']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('Usage: braid snapshot');
+    for (const command of ['create', 'ls', 'rm']) expect(r.stderr).toMatch(new RegExp(`^\\s+${command}\\b`, 'm'));
+  });
+
+  it('every new command takes --data', async () => {
+    for (const args of [['volume', 'clone'], ['snapshot', 'create'], ['snapshot', 'ls'], ['snapshot', 'rm']]) {
+      const r = await braid([...args, '--help']);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain('--data <DIR>');
+    }
   });
 
   it('--help is not an error', async () => {

@@ -3,7 +3,7 @@
  * (CLI.md): keys are only ever added, never renamed or removed.
  */
 import { formatSize } from '../engine/size.ts';
-import type { PoolStats, VolumeInfo } from '../engine/volume-manager.ts';
+import type { PoolStats, SnapshotInfo, VolumeInfo } from '../engine/volume-manager.ts';
 
 /** The NBD URI of an export: what qemu-img, nbdinfo and nbd-client take. */
 export function nbdUri(nbdSocketPath: string, exportName: string): string {
@@ -39,6 +39,28 @@ export function volumesJson(volumes: readonly VolumeInfo[]): string {
     openHandles: v.openHandles,
   }));
   return JSON.stringify({ volumes: list }, null, 2) + '\n';
+}
+
+export function formatSnapshotTable(snapshots: readonly SnapshotInfo[]): string {
+  const rows = snapshots.map((s) => [s.name, s.sourceVolume, formatSize(s.sizeBytes), formatTimestamp(s.createdAtMs)]);
+  return formatTable(['NAME', 'SOURCE', 'SIZE', 'CREATED'], rows, new Set([2]));
+}
+
+/** `braid snapshot ls --json`: an object, like `volume ls --json`, so keys can be added later. */
+export function snapshotsJson(snapshots: readonly SnapshotInfo[]): string {
+  const list = snapshots.map((s) => ({
+    name: s.name,
+    sourceVolume: s.sourceVolume,
+    sizeBytes: s.sizeBytes,
+    allocatedBytes: s.allocatedBytes,
+    createdAt: new Date(s.createdAtMs).toISOString(),
+  }));
+  return JSON.stringify({ snapshots: list }, null, 2) + '\n';
+}
+
+/** A time for people, in UTC to the second: 2024-05-01 12:34:56Z. */
+export function formatTimestamp(ms: number): string {
+  return new Date(ms).toISOString().replace('T', ' ').replace(/\.\d{3}Z$/, 'Z');
 }
 
 /**

@@ -1,4 +1,4 @@
-/** `braid volume create|ls|rm|resize`: volume management through the running engine. */
+/** `braid volume create|ls|rm|resize|clone`: volume management through the running engine. */
 import type { Command } from 'commander';
 import { poolSockets } from '../../engine/api/socket-path.ts';
 import { formatSize } from '../../engine/size.ts';
@@ -12,15 +12,17 @@ interface DataOptions {
 }
 
 export function registerVolumeCommands(program: Command, ctx: CliContext): void {
-  const volume = program.command('volume').description('create, list, resize and remove volumes');
+  const volume = program.command('volume').description('create, list, resize, clone and remove volumes');
 
   addDataOption(volume.command('create'), ctx.env)
     .description('create an empty thin volume')
     .argument('<NAME>', 'volume name: [a-z0-9][a-z0-9._-]{0,127}')
     .requiredOption('--size <SIZE>', 'size: bytes, or with a K/M/G/T suffix (512M, 4G, 1T)')
-    .action(async (name: string, opts: DataOptions & { size: string }) => {
+    .option('--dedup', 'store identical 4 KiB blocks once: recorded and inherited by clones; inline dedup is not implemented yet')
+    .action(async (name: string, opts: DataOptions & { size: string; dedup?: boolean }) => {
       const sizeBytes = parseSizeArgument(opts.size);
-      const created = await withEngine(opts.data, (client) => client.createVolume(name, sizeBytes));
+      const dedup = opts.dedup === true;
+      const created = await withEngine(opts.data, (client) => client.createVolume(name, sizeBytes, { dedup }));
       const uri = nbdUri(poolSockets(opts.data).nbdSocketPath, created.name);
       ctx.stdout(`created volume ${JSON.stringify(created.name)} (${formatSize(created.sizeBytes)}): ${uri}\n`);
     });
@@ -49,5 +51,17 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
       const sizeBytes = parseSizeArgument(opts.size);
       const resized = await withEngine(opts.data, (client) => client.resizeVolume(name, sizeBytes));
       ctx.stdout(`resized volume ${JSON.stringify(resized.name)} to ${formatSize(resized.sizeBytes)}\n`);
+    });
+
+  addDataOption(volume.command('clone'), ctx.env)
+    .description('create a volume with the content of a volume or a snapshot (metadata only: instant, no copy)')
+    .argument('<SOURCE>', 'the volume or snapshot to clone')
+    .argument('<NEW>', 'name of the new volume: [a-z0-9][a-z0-9._-]{0,127}')
+    .option('--size <SIZE>', "size of the new volume, not smaller than the source's (default: the source's size)")
+    .action(async (source: string, name: string, opts: DataOptions & { size?: string }) => {
+      const sizeBytes = opts.size === undefined ? undefined : parseSizeArgument(opts.size);
+      const cloned = await withEngine(opts.data, (client) => client.cloneVolume(source, name, sizeBytes));
+      const uri = nbdUri(poolSockets(opts.data).nbdSocketPath, cloned.name);
+      ctx.stdout(`cloned ${JSON.stringify(source)} to volume ${JSON.stringify(cloned.name)} (${formatSize(cloned.sizeBytes)}): ${uri}\n`);
     });
 }

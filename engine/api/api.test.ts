@@ -79,6 +79,12 @@ describe('every RPC', () => {
     expect(await client.stats()).toEqual(manager.stats());
   });
 
+  it('carries the log and cleaner figures of the stats exactly', async () => {
+    const stats = { ...manager.stats(), segments: 17, segmentsCleaned: 2 ** 33 + 1, blocksRelocated: 2 ** 40 + 3 };
+    manager.stats = () => stats;
+    expect(await client.stats()).toEqual(stats);
+  });
+
   it('logs each call at debug level', async () => {
     await client.getVolume('nope').catch(() => {});
     await client.listVolumes();
@@ -86,6 +92,195 @@ describe('every RPC', () => {
     expect(rpcs).toContainEqual(['GetVolume', 'engine API call']);
     expect(rpcs).toContainEqual(['GetVolume', 'engine API call refused']);
     expect(rpcs).toContainEqual(['ListVolumes', 'engine API call done']);
+  });
+});
+
+describe('snapshots and clones', () => {
+  it('creates, gets, lists and deletes snapshots', async () => {
+    await client.createVolume('vm1', GiB);
+    manager.volumes.get('vm1')!.allocatedBytes = 3 * 4096;
+    const snap = await client.createSnapshot('vm1', 'snap1');
+    expect(snap).toEqual({ name: 'snap1', sourceVolume: 'vm1', sizeBytes: GiB, allocatedBytes: 3 * 4096, createdAtMs: manager.nowMs });
+    expect(await client.getSnapshot('snap1')).toEqual(snap);
+
+    manager.nowMs += 1000;
+    const other = await client.createSnapshot('vm1', 'a-first');
+    expect(other.createdAtMs).toBe(manager.nowMs);
+    // Sorted by name, whatever order the manager keeps.
+    expect((await client.listSnapshots()).map((s) => s.name)).toEqual(['a-first', 'snap1']);
+    expect(await client.listSnapshots()).toContainEqual(snap);
+    // Snapshots are not volumes.
+    expect((await client.listVolumes()).map((v) => v.name)).toEqual(['vm1']);
+
+    await client.deleteSnapshot('snap1');
+    expect(manager.snapshots.has('snap1')).toBe(false);
+    expect((await client.listSnapshots()).map((s) => s.name)).toEqual(['a-first']);
+    expect(manager.volumes.has('vm1')).toBe(true);
+  });
+
+  it('lists no snapshots as an empty array', async () => {
+    expect(await client.listSnapshots()).toEqual([]);
+  });
+
+  it('a snapshot outlives its volume and keeps naming it', async () => {
+    await client.createVolume('vm1', GiB);
+    await client.createSnapshot('vm1', 'snap1');
+    await client.deleteVolume('vm1');
+    expect(await client.getSnapshot('snap1')).toMatchObject({ sourceVolume: 'vm1', sizeBytes: GiB });
+  });
+
+  it('clones a volume and a snapshot, at the source size by default', async () => {
+    await client.createVolume('vm1', GiB);
+    manager.volumes.get('vm1')!.allocatedBytes = 8192;
+    await client.createSnapshot('vm1', 'snap1');
+
+    const fromVolume = await client.cloneVolume('vm1', 'c1');
+    expect(fromVolume).toEqual({ name: 'c1', sizeBytes: GiB, allocatedBytes: 8192, createdAtMs: manager.nowMs, openHandles: 0 });
+    const fromSnapshot = await client.cloneVolume('snap1', 'c2');
+    expect(fromSnapshot).toMatchObject({ name: 'c2', sizeBytes: GiB });
+    expect(await client.getVolume('c2')).toEqual(fromSnapshot);
+    expect((await client.listVolumes()).map((v) => v.name)).toEqual(['c1', 'c2', 'vm1']);
+
+    // Deleting the snapshot leaves its clone alone.
+    await client.deleteSnapshot('snap1');
+    expect(await client.getVolume('c2')).toEqual(fromSnapshot);
+  });
+
+  it('clones to a larger size', async () => {
+    await client.createVolume('vm1', GiB);
+    expect((await client.cloneVolume('vm1', 'c1', 2 * GiB)).sizeBytes).toBe(2 * GiB);
+    expect((await client.cloneVolume('vm1', 'c2', GiB)).sizeBytes).toBe(GiB);
+  });
+
+  it('sends dedup with CreateVolume; clones and snapshots inherit it', async () => {
+    await client.createVolume('plain', GiB);
+    await client.createVolume('deduped', GiB, { dedup: true });
+    expect([...manager.dedup]).toEqual(['deduped']);
+    await client.cloneVolume('deduped', 'c1');
+    await client.createSnapshot('deduped', 'snap1');
+    await client.cloneVolume('snap1', 'c2');
+    await client.cloneVolume('plain', 'c3');
+    expect([...manager.dedup].sort()).toEqual(['c1', 'c2', 'deduped', 'snap1']);
+  });
+
+  it('on the wire, an absent dedup is false and an absent clone size is the source size', async () => {
+    await client.createVolume('vm1', GiB);
+    const raw = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure());
+    const call = (name: 'CreateVolume' | 'CloneVolume', request: object): Promise<grpc.ServiceError | null> => {
+      const method = engineMethod(name);
+      return new Promise((resolve) => {
+        raw.makeUnaryRequest(method.path, method.requestSerialize, method.responseDeserialize, request, (e) => resolve(e));
+      });
+    };
+    expect(await call('CreateVolume', { name: 'old-client', sizeBytes: '4096' })).toBeNull();
+    expect(await call('CloneVolume', { source: 'vm1', name: 'c1' })).toBeNull();
+    expect((await call('CloneVolume', { source: 'vm1', name: 'huge', sizeBytes: '18446744073709551615' }))?.code).toBe(
+      grpc.status.INVALID_ARGUMENT,
+    );
+    raw.close();
+    expect(manager.dedup.size).toBe(0);
+    expect(manager.volumes.get('c1')?.sizeBytes).toBe(GiB);
+    expect(manager.volumes.has('huge')).toBe(false);
+  });
+
+  it('keeps sizes above 2^32 exact', async () => {
+    const sizeBytes = 2 ** 40 + 4096;
+    await client.createVolume('big', sizeBytes);
+    manager.volumes.get('big')!.allocatedBytes = 2 ** 33 + 8192;
+    expect(await client.createSnapshot('big', 'snap')).toMatchObject({ sizeBytes, allocatedBytes: 2 ** 33 + 8192 });
+    expect((await client.cloneVolume('snap', 'c1')).sizeBytes).toBe(sizeBytes);
+    expect((await client.cloneVolume('snap', 'c2', FAKE_MAX_VOLUME_SIZE_BYTES)).sizeBytes).toBe(FAKE_MAX_VOLUME_SIZE_BYTES);
+  });
+
+  it('logs the new RPCs like the others', async () => {
+    await client.createVolume('vm1', GiB);
+    await client.createSnapshot('vm1', 's1');
+    await client.cloneVolume('s1', 'c1');
+    await client.listSnapshots();
+    await client.getSnapshot('s1');
+    await client.deleteSnapshot('s1');
+    const done = logger.entries.filter((e) => e.msg === 'engine API call done').map((e) => e.fields['rpc']);
+    expect(done).toEqual(expect.arrayContaining(['CreateSnapshot', 'CloneVolume', 'ListSnapshots', 'GetSnapshot', 'DeleteSnapshot']));
+  });
+
+  describe('errors', () => {
+    beforeEach(async () => {
+      await client.createVolume('vm1', GiB);
+      await client.createSnapshot('vm1', 'snap1');
+    });
+
+    it('NOT_FOUND for a missing snapshot, volume or source', async () => {
+      const err = await rejection(client.getSnapshot('missing'));
+      expect(err).toBeInstanceOf(EngineError);
+      expect(err).toMatchObject({ code: 'NOT_FOUND', message: 'snapshot "missing" not found' });
+      expect(await rejection(client.deleteSnapshot('missing'))).toMatchObject({ code: 'NOT_FOUND' });
+      expect(await rejection(client.createSnapshot('missing', 's2'))).toMatchObject({
+        code: 'NOT_FOUND',
+        message: 'volume "missing" not found',
+      });
+      expect(await rejection(client.cloneVolume('missing', 'c1'))).toMatchObject({
+        code: 'NOT_FOUND',
+        message: 'no volume or snapshot named "missing"',
+      });
+    });
+
+    it('NOT_FOUND across kinds: a snapshot is not a volume and the other way round', async () => {
+      expect(await rejection(client.createSnapshot('snap1', 's2'))).toMatchObject({ code: 'NOT_FOUND' });
+      expect(await rejection(client.deleteSnapshot('vm1'))).toMatchObject({ code: 'NOT_FOUND' });
+      expect(await rejection(client.getSnapshot('vm1'))).toMatchObject({ code: 'NOT_FOUND' });
+      expect(await rejection(client.deleteVolume('snap1'))).toMatchObject({ code: 'NOT_FOUND' });
+      expect(await rejection(client.resizeVolume('snap1', 2 * GiB))).toMatchObject({ code: 'NOT_FOUND' });
+      expect(await rejection(client.getVolume('snap1'))).toMatchObject({ code: 'NOT_FOUND' });
+      expect(manager.snapshots.has('snap1')).toBe(true);
+    });
+
+    it('ALREADY_EXISTS in the one namespace of volumes and snapshots', async () => {
+      const err = await rejection(client.createSnapshot('vm1', 'snap1'));
+      expect(err).toBeInstanceOf(EngineError);
+      expect(err).toMatchObject({ code: 'ALREADY_EXISTS', message: 'snapshot "snap1" already exists' });
+      expect(await rejection(client.createSnapshot('vm1', 'vm1'))).toMatchObject({
+        code: 'ALREADY_EXISTS',
+        message: 'volume "vm1" already exists',
+      });
+      expect(await rejection(client.cloneVolume('vm1', 'snap1'))).toMatchObject({ code: 'ALREADY_EXISTS' });
+      expect(await rejection(client.cloneVolume('snap1', 'vm1'))).toMatchObject({ code: 'ALREADY_EXISTS' });
+      expect(await rejection(client.createVolume('snap1', GiB))).toMatchObject({
+        code: 'ALREADY_EXISTS',
+        message: 'snapshot "snap1" already exists',
+      });
+    });
+
+    it('INVALID_ARGUMENT for bad names and sizes', async () => {
+      expect(await rejection(client.createSnapshot('vm1', 'Bad/Name'))).toMatchObject({
+        code: 'INVALID_ARGUMENT',
+        message: expect.stringMatching(/^invalid snapshot name "Bad\/Name"/),
+      });
+      expect(await rejection(client.cloneVolume('vm1', '.hidden'))).toMatchObject({ code: 'INVALID_ARGUMENT' });
+      expect(await rejection(client.cloneVolume('vm1', 'c1', GiB / 2))).toMatchObject({
+        code: 'INVALID_ARGUMENT',
+        message: `a clone of "vm1" needs at least ${GiB} bytes; ${GiB / 2} requested`,
+      });
+      expect(await rejection(client.cloneVolume('snap1', 'c1', GiB + 1000))).toMatchObject({ code: 'INVALID_ARGUMENT' });
+      // 0 means "the source's size" on the wire; the client refuses to send an explicit 0.
+      expect(await rejection(client.cloneVolume('vm1', 'c1', 0))).toMatchObject({ code: 'INVALID_ARGUMENT' });
+      expect(await rejection(client.cloneVolume('vm1', 'c1', 2 ** 53))).toMatchObject({ code: 'INVALID_ARGUMENT' });
+      expect(manager.volumes.has('c1')).toBe(false);
+    });
+
+    it('keeps engine codes that share a gRPC status apart', async () => {
+      manager.failNext(new EngineError('BUSY', 'snapshot "snap1" is in use by 1 connection(s)'));
+      expect(await rejection(client.deleteSnapshot('snap1'))).toMatchObject({ code: 'BUSY' });
+      manager.failNext(new EngineError('READ_ONLY', 'the pool is read-only'));
+      expect(await rejection(client.createSnapshot('vm1', 's2'))).toMatchObject({ code: 'READ_ONLY' });
+      manager.failNext(new EngineError('NO_SPACE', 'pool is full'));
+      expect(await rejection(client.cloneVolume('vm1', 'c1'))).toMatchObject({ code: 'NO_SPACE' });
+      manager.failNext(new EngineError('FAILED_PRECONDITION', 'volume "vm1" is being snapshotted or cloned; retry'));
+      expect(await rejection(client.createSnapshot('vm1', 's3'))).toMatchObject({ code: 'FAILED_PRECONDITION' });
+      manager.failNext(new TypeError('boom'));
+      const err = await rejection(client.listSnapshots());
+      expect(err).toBeInstanceOf(EngineApiError);
+      expect(err).toMatchObject({ grpcCode: grpc.status.INTERNAL });
+    });
   });
 });
 

@@ -1,7 +1,7 @@
 /**
  * The engine API client: what the CLI (and later the CSI driver) uses to reach a running engine
- * over its unix socket. It returns the engine's plain objects (VolumeInfo, PoolStats, sizes as
- * exact numbers) and rejects with the same EngineError codes the engine threw, so callers
+ * over its unix socket. It returns the engine's plain objects (VolumeInfo, SnapshotInfo,
+ * PoolStats, sizes as exact numbers) and rejects with the same EngineError codes the engine threw, so callers
  * handle errors exactly as if they called a VolumeManager in-process.
  *
  * Error contract of every method:
@@ -14,21 +14,30 @@
 import { access, constants } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { EngineError } from '../errors.ts';
-import type { PoolStats, VolumeInfo } from '../volume-manager.ts';
+import type { CreateVolumeOptions, PoolStats, SnapshotInfo, VolumeInfo } from '../volume-manager.ts';
 import {
   engineMethod,
+  fromWireSnapshot,
   fromWireStats,
   fromWireVolume,
+  type CloneVolumeRequest,
+  type CreateSnapshotRequest,
   type CreateVolumeRequest,
+  type DeleteSnapshotRequest,
+  type DeleteSnapshotResponse,
   type DeleteVolumeRequest,
   type DeleteVolumeResponse,
   type EngineMethodName,
+  type GetSnapshotRequest,
   type GetStatsRequest,
   type GetStatsResponse,
   type GetVolumeRequest,
+  type ListSnapshotsRequest,
+  type ListSnapshotsResponse,
   type ListVolumesRequest,
   type ListVolumesResponse,
   type ResizeVolumeRequest,
+  type SnapshotResponse,
   type VolumeResponse,
   type WireInt64,
 } from './proto.ts';
@@ -70,8 +79,8 @@ export class EngineClient {
     return new EngineClient(socketPath, opts);
   }
 
-  async createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
-    const req: CreateVolumeRequest = { name, sizeBytes: sizeArgument(sizeBytes) };
+  async createVolume(name: string, sizeBytes: number, opts: CreateVolumeOptions = {}): Promise<VolumeInfo> {
+    const req: CreateVolumeRequest = { name, sizeBytes: sizeArgument(sizeBytes), dedup: opts.dedup ?? false };
     return fromWireVolume((await this.#call<VolumeResponse>('CreateVolume', req)).volume);
   }
 
@@ -98,6 +107,34 @@ export class EngineClient {
   async stats(): Promise<PoolStats> {
     const req: GetStatsRequest = {};
     return fromWireStats(await this.#call<GetStatsResponse>('GetStats', req));
+  }
+
+  /** A new volume with the content of `source` (a volume or a snapshot); without sizeBytes, the source's size. */
+  async cloneVolume(source: string, name: string, sizeBytes?: number): Promise<VolumeInfo> {
+    // On the wire 0 means "the source's size", so an explicit 0 must not travel as one.
+    if (sizeBytes === 0) throw new EngineError('INVALID_ARGUMENT', 'invalid size 0: must be a positive number of bytes');
+    const req: CloneVolumeRequest = { source, name, sizeBytes: sizeBytes === undefined ? '0' : sizeArgument(sizeBytes) };
+    return fromWireVolume((await this.#call<VolumeResponse>('CloneVolume', req)).volume);
+  }
+
+  async createSnapshot(volume: string, name: string): Promise<SnapshotInfo> {
+    const req: CreateSnapshotRequest = { volume, name };
+    return fromWireSnapshot((await this.#call<SnapshotResponse>('CreateSnapshot', req)).snapshot);
+  }
+
+  async deleteSnapshot(name: string): Promise<void> {
+    const req: DeleteSnapshotRequest = { name };
+    await this.#call<DeleteSnapshotResponse>('DeleteSnapshot', req);
+  }
+
+  async getSnapshot(name: string): Promise<SnapshotInfo> {
+    const req: GetSnapshotRequest = { name };
+    return fromWireSnapshot((await this.#call<SnapshotResponse>('GetSnapshot', req)).snapshot);
+  }
+
+  async listSnapshots(): Promise<SnapshotInfo[]> {
+    const req: ListSnapshotsRequest = {};
+    return (await this.#call<ListSnapshotsResponse>('ListSnapshots', req)).snapshots.map(fromWireSnapshot);
   }
 
   /** Closes the channel; calls in flight fail with CANCELLED. */

@@ -1,7 +1,7 @@
 /**
  * The engine API's wire schema: loads engine.proto at run time (no generated code) and declares
  * the TypeScript shapes of its messages, plus the conversions between them and the engine's
- * plain objects (VolumeInfo, PoolStats).
+ * plain objects (VolumeInfo, SnapshotInfo, PoolStats).
  *
  * Invariant: 64-bit integers never pass through a double on the wire side. proto-loader decodes
  * them as decimal strings (`longs: String`); we encode them from strings too. The conversion to
@@ -11,7 +11,7 @@
 import { fileURLToPath } from 'node:url';
 import * as protoLoader from '@grpc/proto-loader';
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
-import type { PoolStats, VolumeInfo } from '../volume-manager.ts';
+import type { PoolStats, SnapshotInfo, VolumeInfo } from '../volume-manager.ts';
 
 const PROTO_PATH = fileURLToPath(new URL('./engine.proto', import.meta.url));
 const SERVICE_NAME = 'braid.engine.v1.Engine';
@@ -27,7 +27,18 @@ const packageDefinition = protoLoader.loadSync(PROTO_PATH, {
 /** The Engine service as grpc-js wants it for Server#addService and makeUnaryRequest. */
 export const engineService = packageDefinition[SERVICE_NAME] as ServiceDefinition;
 
-export type EngineMethodName = 'CreateVolume' | 'DeleteVolume' | 'ResizeVolume' | 'GetVolume' | 'ListVolumes' | 'GetStats';
+export type EngineMethodName =
+  | 'CreateVolume'
+  | 'DeleteVolume'
+  | 'ResizeVolume'
+  | 'GetVolume'
+  | 'ListVolumes'
+  | 'GetStats'
+  | 'CloneVolume'
+  | 'CreateSnapshot'
+  | 'DeleteSnapshot'
+  | 'GetSnapshot'
+  | 'ListSnapshots';
 
 export function engineMethod(name: EngineMethodName): MethodDefinition<object, object> {
   const method = engineService[name];
@@ -46,9 +57,18 @@ export interface WireVolume {
   openHandles: number;
 }
 
+export interface WireSnapshot {
+  name: string;
+  sourceVolume: string;
+  sizeBytes: WireInt64;
+  allocatedBytes: WireInt64;
+  createdAtMs: WireInt64;
+}
+
 export interface CreateVolumeRequest {
   name: string;
   sizeBytes: WireInt64;
+  dedup: boolean;
 }
 export interface DeleteVolumeRequest {
   name: string;
@@ -62,14 +82,40 @@ export interface GetVolumeRequest {
 }
 export type ListVolumesRequest = Record<string, never>;
 export type GetStatsRequest = Record<string, never>;
+export interface CloneVolumeRequest {
+  source: string;
+  name: string;
+  /** "0" (the proto3 default, also what an absent field decodes to) means the source's size. */
+  sizeBytes: WireInt64;
+}
+export interface CreateSnapshotRequest {
+  volume: string;
+  name: string;
+}
+export interface DeleteSnapshotRequest {
+  name: string;
+}
+export interface GetSnapshotRequest {
+  name: string;
+}
+export type ListSnapshotsRequest = Record<string, never>;
 
-/** The response of CreateVolume, ResizeVolume and GetVolume. */
+/** The response of CreateVolume, ResizeVolume, GetVolume and CloneVolume. */
 export interface VolumeResponse {
   volume: WireVolume | null;
 }
 export type DeleteVolumeResponse = Record<string, never>;
 export interface ListVolumesResponse {
   volumes: WireVolume[];
+}
+
+/** The response of CreateSnapshot and GetSnapshot. */
+export interface SnapshotResponse {
+  snapshot: WireSnapshot | null;
+}
+export type DeleteSnapshotResponse = Record<string, never>;
+export interface ListSnapshotsResponse {
+  snapshots: WireSnapshot[];
 }
 
 export interface GetStatsResponse {
@@ -85,6 +131,9 @@ export interface GetStatsResponse {
   fdatasyncs: WireInt64;
   volumes: number;
   readOnly: boolean;
+  segments: number;
+  segmentsCleaned: WireInt64;
+  blocksRelocated: WireInt64;
 }
 
 /**
@@ -116,6 +165,16 @@ export function toWireVolume(v: VolumeInfo): WireVolume {
   };
 }
 
+export function toWireSnapshot(s: SnapshotInfo): WireSnapshot {
+  return {
+    name: s.name,
+    sourceVolume: s.sourceVolume,
+    sizeBytes: toWireInt64(s.sizeBytes, 'sizeBytes'),
+    allocatedBytes: toWireInt64(s.allocatedBytes, 'allocatedBytes'),
+    createdAtMs: toWireInt64(s.createdAtMs, 'createdAtMs'),
+  };
+}
+
 export function toWireStats(s: PoolStats): GetStatsResponse {
   return {
     logicalBytes: toWireInt64(s.logicalBytes, 'logicalBytes'),
@@ -130,6 +189,9 @@ export function toWireStats(s: PoolStats): GetStatsResponse {
     fdatasyncs: toWireInt64(s.fdatasyncs, 'fdatasyncs'),
     volumes: s.volumes,
     readOnly: s.readOnly,
+    segments: s.segments,
+    segmentsCleaned: toWireInt64(s.segmentsCleaned, 'segmentsCleaned'),
+    blocksRelocated: toWireInt64(s.blocksRelocated, 'blocksRelocated'),
   };
 }
 
@@ -158,6 +220,17 @@ export function fromWireVolume(v: WireVolume | null | undefined): VolumeInfo {
   };
 }
 
+export function fromWireSnapshot(s: WireSnapshot | null | undefined): SnapshotInfo {
+  if (s === null || s === undefined) throw new WireFormatError('engine sent a response without its snapshot');
+  return {
+    name: s.name,
+    sourceVolume: s.sourceVolume,
+    sizeBytes: int64Field(s.sizeBytes, 'sizeBytes'),
+    allocatedBytes: int64Field(s.allocatedBytes, 'allocatedBytes'),
+    createdAtMs: int64Field(s.createdAtMs, 'createdAtMs'),
+  };
+}
+
 export function fromWireStats(s: GetStatsResponse): PoolStats {
   return {
     logicalBytes: int64Field(s.logicalBytes, 'logicalBytes'),
@@ -172,5 +245,8 @@ export function fromWireStats(s: GetStatsResponse): PoolStats {
     fdatasyncs: int64Field(s.fdatasyncs, 'fdatasyncs'),
     volumes: s.volumes,
     readOnly: s.readOnly,
+    segments: s.segments,
+    segmentsCleaned: int64Field(s.segmentsCleaned, 'segmentsCleaned'),
+    blocksRelocated: int64Field(s.blocksRelocated, 'blocksRelocated'),
   };
 }

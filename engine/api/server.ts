@@ -17,17 +17,26 @@ import type { VolumeManager } from '../volume-manager.ts';
 import {
   engineService,
   toSafeInteger,
+  toWireSnapshot,
   toWireStats,
   toWireVolume,
+  type CloneVolumeRequest,
+  type CreateSnapshotRequest,
   type CreateVolumeRequest,
+  type DeleteSnapshotRequest,
+  type DeleteSnapshotResponse,
   type DeleteVolumeRequest,
   type DeleteVolumeResponse,
+  type GetSnapshotRequest,
   type GetStatsRequest,
   type GetStatsResponse,
   type GetVolumeRequest,
+  type ListSnapshotsRequest,
+  type ListSnapshotsResponse,
   type ListVolumesRequest,
   type ListVolumesResponse,
   type ResizeVolumeRequest,
+  type SnapshotResponse,
   type VolumeResponse,
 } from './proto.ts';
 import { prepareSocketPath } from './socket-path.ts';
@@ -112,7 +121,7 @@ export class EngineApiServer {
     const m = this.#manager;
     return {
       CreateVolume: this.#unary('CreateVolume', async (req: CreateVolumeRequest): Promise<VolumeResponse> => {
-        const volume = await m.createVolume(req.name, requestSize(req.sizeBytes));
+        const volume = await m.createVolume(req.name, requestSize(req.sizeBytes), { dedup: req.dedup });
         return { volume: toWireVolume(volume) };
       }),
       DeleteVolume: this.#unary('DeleteVolume', async (req: DeleteVolumeRequest): Promise<DeleteVolumeResponse> => {
@@ -127,11 +136,29 @@ export class EngineApiServer {
         return { volume: toWireVolume(m.getVolume(req.name)) };
       }),
       ListVolumes: this.#unary('ListVolumes', async (_req: ListVolumesRequest): Promise<ListVolumesResponse> => {
-        const volumes = m.listVolumes().sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-        return { volumes: volumes.map(toWireVolume) };
+        return { volumes: byName(m.listVolumes()).map(toWireVolume) };
       }),
       GetStats: this.#unary('GetStats', async (_req: GetStatsRequest): Promise<GetStatsResponse> => {
         return toWireStats(m.stats());
+      }),
+      CloneVolume: this.#unary('CloneVolume', async (req: CloneVolumeRequest): Promise<VolumeResponse> => {
+        // 0, the proto3 default, is "the source's size": no volume has size 0.
+        const sizeBytes = requestSize(req.sizeBytes);
+        const volume = await m.cloneVolume(req.source, req.name, sizeBytes === 0 ? undefined : sizeBytes);
+        return { volume: toWireVolume(volume) };
+      }),
+      CreateSnapshot: this.#unary('CreateSnapshot', async (req: CreateSnapshotRequest): Promise<SnapshotResponse> => {
+        return { snapshot: toWireSnapshot(await m.createSnapshot(req.volume, req.name)) };
+      }),
+      DeleteSnapshot: this.#unary('DeleteSnapshot', async (req: DeleteSnapshotRequest): Promise<DeleteSnapshotResponse> => {
+        await m.deleteSnapshot(req.name);
+        return {};
+      }),
+      GetSnapshot: this.#unary('GetSnapshot', async (req: GetSnapshotRequest): Promise<SnapshotResponse> => {
+        return { snapshot: toWireSnapshot(m.getSnapshot(req.name)) };
+      }),
+      ListSnapshots: this.#unary('ListSnapshots', async (_req: ListSnapshotsRequest): Promise<ListSnapshotsResponse> => {
+        return { snapshots: byName(m.listSnapshots()).map(toWireSnapshot) };
       }),
     };
   }
@@ -166,6 +193,11 @@ function requestSize(value: string): number {
   const n = toSafeInteger(value);
   if (n === undefined) throw new EngineError('INVALID_ARGUMENT', `invalid size ${value}: too large`);
   return n;
+}
+
+/** Sorted by name in code-unit order (names are ASCII), whatever order the manager used. */
+function byName<T extends { name: string }>(items: T[]): T[] {
+  return items.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 function elapsedMs(startedMs: number): number {
