@@ -5,7 +5,9 @@
  * Commands and options follow CLI.md exactly; `--data DIR` is an option of every leaf command.
  */
 import { Command, CommanderError } from 'commander';
+import { registerAttachCommands } from './commands/attach.ts';
 import { registerServeCommand } from './commands/serve.ts';
+import { registerSnapshotCommands } from './commands/snapshot.ts';
 import { registerStatsCommand } from './commands/stats.ts';
 import { registerVolumeCommands } from './commands/volume.ts';
 import type { CliContext } from './context.ts';
@@ -44,6 +46,8 @@ function buildProgram(ctx: CliContext, run: { dataDir?: string }): Command {
     });
   registerServeCommand(program, ctx);
   registerVolumeCommands(program, ctx);
+  registerSnapshotCommands(program, ctx);
   registerStatsCommand(program, ctx);
+  registerAttachCommands(program, ctx);
   return program;
 }

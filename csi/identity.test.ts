@@ -1,0 +1,37 @@
+/** Identity conformance against a real engine daemon: who we are, what we can do, readiness. */
+import { readFileSync } from 'node:fs';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { startCsiHarness, type CsiHarness } from './testing/harness.ts';
+
+let h: CsiHarness;
+
+beforeEach(async () => {
+  h = await startCsiHarness({ engine: 'real' });
+});
+
+afterEach(async () => {
+  await h.close();
+});
+
+describe('Identity', () => {
+  it('GetPluginInfo names the driver and the package version', async () => {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect(await h.identity('GetPluginInfo')).toEqual({ name: 'csi.braid.dev', vendorVersion: pkg.version, manifest: {} });
+  });
+
+  it('GetPluginCapabilities: controller service, topology constraints, online expansion', async () => {
+    const res = await h.identity('GetPluginCapabilities');
+    expect(res.capabilities).toEqual([
+      { type: 'service', service: { type: 'CONTROLLER_SERVICE' } },
+      { type: 'service', service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } },
+      { type: 'volumeExpansion', volumeExpansion: { type: 'ONLINE' } },
+    ]);
+  });
+
+  it('Probe is ready while the engine answers, and not ready (but not failing) once it stops', async () => {
+    expect(await h.identity('Probe')).toEqual({ ready: { value: true } });
+    await h.daemon?.close();
+    expect(await h.identity('Probe')).toEqual({ ready: { value: false } });
+    expect(h.logger.entries.some((e) => e.msg === 'probe: not ready' && e.level === 'warn')).toBe(true);
+  });
+});
