@@ -6,6 +6,7 @@
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { blender } from './blender.ts';
+import { clone } from './clone.ts';
 import { type BenchContext, makeScratchDir } from './context.ts';
 import { describeMachine } from './machine.ts';
 import { installExitHooks } from './proc.ts';
@@ -22,6 +23,8 @@ commands:
             [--vms 64] [--seconds 15] [--warmup 2] [--volume-size 1G]
   seqwrite  1 MiB sequential writes + end fsync: one engine volume vs a plain file
             [--seconds 15] [--size 4G] [--iodepth 4]
+  clone     P5: clone fully written templates (1 GiB and 8 GiB) through the engine API; space of 100 clones
+            [--sizes 1G,8G] [--samples 9] [--clones 100]
   randread  4 KiB random reads over prefilled disks, cold: engine vs per-file qemu-nbd
             [--vms 16] [--seconds 15] [--prefill 256M] [--iodepth 8] [--volume-size 1G]
 
@@ -75,6 +78,9 @@ const OPTIONS = {
   'volume-size': { type: 'string' },
   size: { type: 'string' },
   prefill: { type: 'string' },
+  sizes: { type: 'string' },
+  samples: { type: 'string' },
+  clones: { type: 'string' },
   iodepth: { type: 'string' },
   dir: { type: 'string' },
   keep: { type: 'boolean' },
@@ -88,6 +94,7 @@ const COMMAND_OPTIONS: Record<string, readonly string[]> = {
   blender: ['vms', 'seconds', 'warmup', 'volume-size'],
   seqwrite: ['seconds', 'size', 'iodepth'],
   randread: ['vms', 'seconds', 'prefill', 'iodepth', 'volume-size'],
+  clone: ['sizes', 'samples', 'clones'],
 };
 const COMMON_OPTIONS = ['dir', 'keep', 'systems', 'perfile-cache', 'help'];
 
@@ -132,6 +139,15 @@ async function main(argv: string[]): Promise<number> {
       };
       if (opts.prefillBytes > volumeSizeBytes) throw new UsageError('--prefill is larger than --volume-size');
       runCommand = (ctx) => randread(ctx, opts);
+      break;
+    }
+    case 'clone': {
+      const opts = {
+        templateBytes: (values.sizes ?? '1G,8G').split(',').map(parseSize),
+        samples: parseCount('samples', values.samples, 9),
+        spaceClones: parseCount('clones', values.clones, 100),
+      };
+      runCommand = (ctx) => clone(ctx, opts);
       break;
     }
     default:
