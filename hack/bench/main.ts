@@ -6,6 +6,7 @@
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { blender } from './blender.ts';
+import { bootstorm } from './bootstorm.ts';
 import { clone } from './clone.ts';
 import { type BenchContext, makeScratchDir } from './context.ts';
 import { describeMachine } from './machine.ts';
@@ -25,6 +26,8 @@ commands:
             [--seconds 15] [--size 4G] [--iodepth 4]
   clone     P5: clone fully written templates (1 GiB and 8 GiB) through the engine API; space of 100 clones
             [--sizes 1G,8G] [--samples 9] [--clones 100]
+  bootstorm P6: N clones of one image all read it at once, cold: engine vs N qemu-nbd over N full copies
+            [--vms 32] [--size 512M]
   randread  4 KiB random reads over prefilled disks, cold: engine vs per-file qemu-nbd
             [--vms 16] [--seconds 15] [--prefill 256M] [--iodepth 8] [--volume-size 1G]
 
@@ -95,6 +98,7 @@ const COMMAND_OPTIONS: Record<string, readonly string[]> = {
   seqwrite: ['seconds', 'size', 'iodepth'],
   randread: ['vms', 'seconds', 'prefill', 'iodepth', 'volume-size'],
   clone: ['sizes', 'samples', 'clones'],
+  bootstorm: ['vms', 'size'],
 };
 const COMMON_OPTIONS = ['dir', 'keep', 'systems', 'perfile-cache', 'help'];
 
@@ -139,6 +143,11 @@ async function main(argv: string[]): Promise<number> {
       };
       if (opts.prefillBytes > volumeSizeBytes) throw new UsageError('--prefill is larger than --volume-size');
       runCommand = (ctx) => randread(ctx, opts);
+      break;
+    }
+    case 'bootstorm': {
+      const opts = { vms: parseCount('vms', values.vms, 32), imageBytes: parseSize(values.size ?? '512M') };
+      runCommand = (ctx) => bootstorm(ctx, opts);
       break;
     }
     case 'clone': {
