@@ -81,6 +81,9 @@ export function statsJson(s: PoolStats): string {
     fdatasyncs: s.fdatasyncs,
     volumeCount: s.volumes,
     readOnly: s.readOnly,
+    segments: s.segments,
+    segmentsCleaned: s.segmentsCleaned,
+    blocksRelocated: s.blocksRelocated,
   };
   return JSON.stringify(out, null, 2) + '\n';
 }
@@ -102,6 +105,8 @@ export function formatStats(s: PoolStats): string {
     ['writes per batch', s.writesPerBatch.toFixed(2)],
     ['flushes per fdatasync', s.flushesPerFdatasync.toFixed(2)],
     ['batches / fdatasyncs', `${s.batches} / ${s.fdatasyncs}`],
+    ['log segments', String(s.segments)],
+    ['cleaner', `${s.segmentsCleaned} segments freed, ${s.blocksRelocated} blocks moved`],
     ['state', s.readOnly ? 'READ-ONLY (after an I/O error: see the engine log)' : 'read-write'],
   ];
   const width = Math.max(...rows.map(([label]) => label.length));
