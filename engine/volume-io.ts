@@ -107,7 +107,8 @@ export class VolumeIo {
     if (offset % BLOCK_SIZE === 0 && data.length % BLOCK_SIZE === 0) {
       this.#insertBlocks(vol, offset / BLOCK_SIZE, data, data.length / BLOCK_SIZE);
     } else {
-      await this.#readModifyWrite(vol, offset, data);
+      // The edges are read asynchronously, and the caller may reuse src once we return.
+      await this.#readModifyWrite(vol, offset, data === src ? Buffer.from(src) : data);
     }
     if (fua) await this.#writer.flush();
   }
