@@ -80,11 +80,11 @@ describe('socket', () => {
   it('does not take a live socket or replace a file that is not a socket', async () => {
     const path = join(dir, 'csi.sock');
     await start(path);
-    await expect(start(path)).rejects.toMatchObject({ code: status.FAILED_PRECONDITION });
+    await expect(start(path)).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
     expect(await call(path, 'Identity', 'Probe')).toEqual({ ready: { value: true } });
     const file = join(dir, 'file.sock');
     await writeFile(file, 'data');
-    await expect(start(file)).rejects.toMatchObject({ code: status.FAILED_PRECONDITION });
+    await expect(start(file)).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
   });
 
   it('removes its socket on close, and close is idempotent', async () => {

@@ -13,7 +13,7 @@
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { EngineApiServer, DEFAULT_SOCKET_MODE } from './api/server.ts';
-import { poolSockets } from './api/socket-path.ts';
+import { poolSockets } from './socket-path.ts';
 import { EngineError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { NbdServer } from './nbd/server.ts';

@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { silentAttachLogger } from '../../csi/attach/attacher.ts';
 import { selectAttacher } from '../../csi/attach/select.ts';
-import { poolSockets } from '../../engine/api/socket-path.ts';
+import { poolSockets } from '../../engine/socket-path.ts';
 import type { CliContext } from '../context.ts';
 import { withEngine } from '../engine-client.ts';
 import { addDataOption } from '../options.ts';

@@ -4,7 +4,7 @@
  * writable volume from one.
  */
 import type { Command } from 'commander';
-import { poolSockets } from '../../engine/api/socket-path.ts';
+import { poolSockets } from '../../engine/socket-path.ts';
 import { formatSize } from '../../engine/size.ts';
 import type { CliContext } from '../context.ts';
 import { withEngine } from '../engine-client.ts';

@@ -1,6 +1,6 @@
 /** `braid volume create|ls|rm|resize|clone`: volume management through the running engine. */
 import type { Command } from 'commander';
-import { poolSockets } from '../../engine/api/socket-path.ts';
+import { poolSockets } from '../../engine/socket-path.ts';
 import { formatSize } from '../../engine/size.ts';
 import type { CliContext } from '../context.ts';
 import { withEngine } from '../engine-client.ts';

@@ -41,7 +41,7 @@ import {
   type VolumeResponse,
   type WireInt64,
 } from './proto.ts';
-import { errnoCode } from './socket-path.ts';
+import { errnoCode } from '../socket-path.ts';
 import { fromServiceError } from './status.ts';
 
 /** Long enough for any management call on a busy pool; short enough that a hung engine shows. */

@@ -39,7 +39,7 @@ import {
   type SnapshotResponse,
   type VolumeResponse,
 } from './proto.ts';
-import { prepareSocketPath } from './socket-path.ts';
+import { prepareSocketPath } from '../socket-path.ts';
 import { toStatusError } from './status.ts';
 
 export const DEFAULT_SOCKET_MODE = 0o600;

@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import type { ExportProvider } from '../block-device.ts';
-import { EngineError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { TransmissionConnection } from './connection.ts';
 import { negotiate } from './handshake.ts';
@@ -22,6 +21,7 @@ import {
   HANDSHAKE_BUFFER_MAX_BYTES,
 } from './protocol.ts';
 import { SocketReader } from './socket-reader.ts';
+import { prepareSocketPath } from '../socket-path.ts';
 
 export interface NbdServerOptions {
   exports: ExportProvider;
@@ -76,14 +76,14 @@ export class NbdServer {
   }
 
   /**
-   * Listens on a unix socket. A stale socket file at the path is removed first; any other kind
-   * of file there is an error. The mode is applied right after listen(), so until then the
+   * Listens on a unix socket. A stale socket file at the path is removed first (proven stale:
+   * nothing answers on it); a live listener or any other kind of file there is an error. The mode is applied right after listen(), so until then the
    * socket has the process umask's permissions: keep it in a directory only we can enter.
    */
   async listen(socketPath: string, mode = 0o600): Promise<void> {
     assert.equal(this.server, null, 'listen() called twice');
     assert.ok(!this.closing, 'listen() after close()');
-    await removeStaleSocket(socketPath);
+    await prepareSocketPath(socketPath);
     const server = net.createServer({ allowHalfOpen: true }, this.onConnection);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -177,19 +177,4 @@ export class NbdServer {
 function socketClosed(socket: net.Socket): Promise<void> {
   if (socket.closed) return Promise.resolve();
   return new Promise((resolve) => socket.once('close', () => resolve()));
-}
-
-/** Removes a socket file left by a previous run; refuses to remove anything else. */
-async function removeStaleSocket(socketPath: string): Promise<void> {
-  let stat;
-  try {
-    stat = await fs.lstat(socketPath);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  if (!stat.isSocket()) {
-    throw new EngineError('FAILED_PRECONDITION', `${socketPath} exists and is not a socket`);
-  }
-  await fs.unlink(socketPath);
 }

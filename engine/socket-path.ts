@@ -7,7 +7,7 @@
 import { lstat, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { resolve } from 'node:path';
-import { EngineError } from '../errors.ts';
+import { EngineError } from './errors.ts';
 
 /** The sockets of a pool directory (CLI.md): the daemon creates them, clients find them here. */
 export const ENGINE_SOCKET_NAME = 'engine.sock';
