@@ -495,7 +495,7 @@ describe('serve', () => {
       nbdSocket: join(dir, 'nbd.sock'),
       nbdUriTemplate: `nbd+unix:///NAME?socket=${join(dir, 'nbd.sock')}`,
     });
-    expect(logs.map((l) => l['msg'])).toEqual([ready?.['msg'], 'shutting down', 'stopped']);
+    expect(logs.filter((l) => l['component'] === undefined).map((l) => l['msg'])).toEqual([ready?.['msg'], 'shutting down', 'stopped']);
   });
 
   it('warns that --cache-size and --metrics-addr are not used yet', async () => {

@@ -19,12 +19,12 @@ describe('Identity', () => {
     expect(await h.identity('GetPluginInfo')).toEqual({ name: 'csi.braid.dev', vendorVersion: pkg.version, manifest: {} });
   });
 
-  it('GetPluginCapabilities: controller service, topology constraints, online expansion', async () => {
+  it('GetPluginCapabilities: controller service, topology constraints, offline expansion', async () => {
     const res = await h.identity('GetPluginCapabilities');
     expect(res.capabilities).toEqual([
       { type: 'service', service: { type: 'CONTROLLER_SERVICE' } },
       { type: 'service', service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } },
-      { type: 'volumeExpansion', volumeExpansion: { type: 'ONLINE' } },
+      { type: 'volumeExpansion', volumeExpansion: { type: 'OFFLINE' } },
     ]);
   });
 

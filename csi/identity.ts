@@ -3,8 +3,9 @@
  *
  * Capabilities are the same for every instance of a version (the spec requires it), whether the
  * instance serves the controller, the node, or both: CONTROLLER_SERVICE, topology constraints
- * (a volume lives on one node's engine) and ONLINE expansion (the engine grows a volume while
- * NBD clients are connected).
+ * (a volume lives on one node's engine) and OFFLINE expansion: the engine grows a volume at
+ * any time, but today's attachers (nbdfuse + loop, kernel NBD) learn the size only when they
+ * connect, so a node can grow a device only when it is not in use.
  */
 import { readFileSync } from 'node:fs';
 import type { CallContext } from './server.ts';
@@ -40,7 +41,7 @@ export class IdentityService {
       capabilities: [
         { service: { type: 'CONTROLLER_SERVICE' } },
         { service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } },
-        { volumeExpansion: { type: 'ONLINE' } },
+        { volumeExpansion: { type: 'OFFLINE' } },
       ],
     };
   }

@@ -1,8 +1,10 @@
 /**
- * Local mode in one call: the CSI server on DIR/csi.sock, in front of the engine that serves the
- * pool in DIR (DIR/engine.sock), with the local controller backend. `braid serve` calls this
- * after starting the engine; tests call it too. The node service is optional and supplied by
- * the caller (csi/node*), so this module does not depend on how volumes are attached.
+ * Local mode in one call: the CSI server on DIR/csi.sock (or another endpoint), in front of the
+ * engine that serves the pool in DIR (DIR/engine.sock), with the local controller backend.
+ * `braid serve` calls this after starting the engine; tests call it too. The node service is
+ * optional and supplied by the caller (csi/node-setup.ts builds the real one), so this module
+ * does not depend on how volumes are attached; the caller gives it the same node ID, so that
+ * the topology CreateVolume reports is the one NodeGetInfo reports.
  */
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -23,7 +25,10 @@ export interface LocalCsiOptions {
   logger: Logger;
   /** The topology value of this node; the host name by default. */
   nodeId?: string;
+  /** The Node service (csi/node-setup.ts); without it the socket serves Identity and Controller only. */
   node?: CsiServiceImpl;
+  /** The CSI endpoint (`unix:///path` or a path); DIR/csi.sock by default. */
+  endpoint?: string;
   /** Mode of DIR/csi.sock; 0600 by default. */
   socketMode?: number;
 }
@@ -41,7 +46,7 @@ export async function startLocalCsi(opts: LocalCsiOptions): Promise<LocalCsi> {
   const backend = new LocalBackend({ engine, nodeId: opts.nodeId ?? hostname(), poolDir: dir });
   try {
     const server = await startCsiServer({
-      endpoint: join(dir, CSI_SOCKET_NAME),
+      endpoint: opts.endpoint ?? join(dir, CSI_SOCKET_NAME),
       identity: new IdentityService({ probe: () => backend.probe() }),
       controller: new ControllerService({ backend }),
       logger: opts.logger.child({ component: 'csi' }),
