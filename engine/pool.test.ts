@@ -352,4 +352,26 @@ describe('space reclamation', () => {
     b.close();
     await pool.close();
   });
+
+  it('blocks freed by one volume and reused by the log never show in another volume', async () => {
+    const storage = new MemoryStorage();
+    const pool = await Pool.openWithStorage(storage, small);
+    await pool.createVolume('a', MiB);
+    const a = pool.openExport('a');
+    for (let round = 0; round < 3; round++) await a.write(0, pattern(MiB, 40 + round), true);
+    a.close();
+    await pool.deleteVolume('a');
+    expect(await pool.clean()).toBeGreaterThan(0); // segment files are deleted, numbers reused
+    await pool.createVolume('b', 2 * MiB);
+    const b = pool.openExport('b');
+    await b.write(MiB, pattern(MiB, 7), true); // lands in reused segment numbers
+    expect((await readBack(pool, 'b', 0, MiB)).every((x) => x === 0)).toBe(true);
+    expect(await readBack(pool, 'b', MiB, MiB)).toEqual(pattern(MiB, 7));
+    b.close();
+    await pool.close();
+    const again = await Pool.openWithStorage(storage, small);
+    expect((await readBack(again, 'b', 0, MiB)).every((x) => x === 0)).toBe(true);
+    expect(await readBack(again, 'b', MiB, MiB)).toEqual(pattern(MiB, 7));
+    await again.close();
+  });
 });
