@@ -12,7 +12,8 @@
  * as is; any other ID the CO might send is hashed behind a '_', which no safe name starts with.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { removeDurably, writeJsonDurably } from './durable-json.ts';
 import { join } from 'node:path';
 import type { AccessType } from './volume-capability.ts';
 import type { FsType } from './mount/filesystem.ts';
@@ -73,39 +74,11 @@ export class NodeState {
   }
 
   async write(record: StagedVolume): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const path = join(this.dir, recordFileName(record.volumeId));
-    const temporary = `${path}.tmp-${process.pid}`;
-    try {
-      const file = await open(temporary, 'w', 0o600);
-      try {
-        await file.writeFile(JSON.stringify(record, null, 2) + '\n');
-        await file.sync();
-      } finally {
-        await file.close();
-      }
-      await rename(temporary, path);
-    } catch (err) {
-      await rm(temporary, { force: true });
-      throw err;
-    }
-    await syncDir(this.dir);
+    await writeJsonDurably(this.dir, recordFileName(record.volumeId), record);
   }
 
   async remove(volumeId: string): Promise<void> {
-    await rm(join(this.dir, recordFileName(volumeId)), { force: true });
-    await syncDir(this.dir).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw err;
-    });
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
+    await removeDurably(this.dir, recordFileName(volumeId));
   }
 }
 

@@ -6,8 +6,9 @@
  * The record says what we set up; it is never trusted on its own. Attachers check it against
  * the live system (loop devices, mounts, processes) before they act on it.
  */
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { removeDurably, writeJsonDurably } from '../durable-json.ts';
 import { AttachError } from './errors.ts';
 
 /** Bumped when a field changes meaning; a reader refuses versions it does not know. */
@@ -66,40 +67,12 @@ export async function readState(stateDir: string, exportName: string): Promise<A
 
 /** Writes the record atomically, creating the state directory (mode 0700) if needed. */
 export async function writeState(stateDir: string, state: AttachState): Promise<void> {
-  await mkdir(stateDir, { recursive: true, mode: 0o700 });
-  const path = statePath(stateDir, state.exportName);
-  const temporary = `${path}.tmp-${process.pid}`;
-  try {
-    const file = await open(temporary, 'w', 0o600);
-    try {
-      await file.writeFile(JSON.stringify(state, null, 2) + '\n');
-      await file.sync();
-    } finally {
-      await file.close();
-    }
-    await rename(temporary, path);
-  } catch (err) {
-    await rm(temporary, { force: true });
-    throw err;
-  }
-  await syncDir(stateDir);
+  await writeJsonDurably(stateDir, basename(statePath(stateDir, state.exportName)), state);
 }
 
 /** Removes the record; a missing one (or a missing state directory) is fine. */
 export async function removeState(stateDir: string, exportName: string): Promise<void> {
-  await rm(statePath(stateDir, exportName), { force: true });
-  await syncDir(stateDir).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== 'ENOENT') throw err;
-  });
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  await removeDurably(stateDir, basename(statePath(stateDir, exportName)));
 }
 
 /** The parsed object as a state record, or undefined if any field is missing or mistyped. */
