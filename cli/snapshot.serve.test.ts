@@ -4,78 +4,32 @@
  * data of its instant and refuses writes, clones of a snapshot and of a volume see that data
  * and diverge on their own, and removing the snapshot or the source volume leaves clones whole.
  */
-import { execFile, spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { execRun, startServe, useTempPool, type Run, type Served } from '../test/fixtures/serve-process.ts';
 import { NBD_CMD_DISC, NBD_CMD_WRITE, NBD_EPERM, NBD_FLAG_READ_ONLY } from '../engine/nbd/protocol.ts';
 import { openExport, readSimpleReply, request } from '../engine/nbd/test-support.ts';
 
 const BRAID = fileURLToPath(new URL('../bin/braid', import.meta.url));
 const MiB = 2 ** 20;
 
-let dir: string;
-const children: ChildProcess[] = [];
+const pool = useTempPool('braid-snap-');
 
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'braid-snap-'));
-});
-
-afterEach(async () => {
-  for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  await rm(dir, { recursive: true, force: true });
-});
-
-interface Served {
-  child: ChildProcess;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+/** Starts `bin/braid serve --data DIR` and resolves once it logged its ready line. */
+function serve(): Promise<Served> {
+  return startServe(BRAID, ['serve', '--data', pool()]);
 }
 
-/** Starts `bin/braid serve --data dir` and resolves once it logged its ready line. */
-async function serve(): Promise<Served> {
-  const child = spawn(BRAID, ['serve', '--data', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(child);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
-  );
-  const lines = createInterface({ input: child.stdout! });
-  for await (const line of lines) {
-    const entry = JSON.parse(line) as Record<string, unknown>;
-    if (typeof entry['msg'] === 'string' && entry['msg'].startsWith('braid ready')) {
-      // Keep draining the log so the engine never blocks on a full pipe.
-      child.stdout!.resume();
-      return { child, exited };
-    }
-  }
-  throw new Error(`braid serve exited before it was ready: ${JSON.stringify(await exited)}`);
-}
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function exec(file: string, args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(file, args, { timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
-    });
-  });
-}
 
 function braid(args: string[]): Promise<Run> {
-  return exec(BRAID, [...args, '--data', dir]);
+  return execRun(BRAID, [...args, '--data', pool()]);
 }
 
 /** qemu-io on an export of the pool; `-r` opens it read-only. */
 function qemuIo(name: string, commands: string[], opts: { readOnly?: boolean } = {}): Promise<Run> {
-  const uri = `nbd+unix:///${name}?socket=${join(dir, 'nbd.sock')}`;
-  return exec('qemu-io', ['-f', 'raw', ...(opts.readOnly ? ['-r'] : []), ...commands.flatMap((c) => ['-c', c]), uri]);
+  const uri = `nbd+unix:///${name}?socket=${join(pool(), 'nbd.sock')}`;
+  return execRun('qemu-io', ['-f', 'raw', ...(opts.readOnly ? ['-r'] : []), ...commands.flatMap((c) => ['-c', c]), uri]);
 }
 
 /** Asserts that every read-and-verify command passes on a read-only open of the export. */
@@ -123,7 +77,7 @@ describe('snapshots and clones through a real braid serve', () => {
     expect(write.code).not.toBe(0);
     expect(write.stdout + write.stderr).toMatch(/Operation not permitted|Permission denied/);
     // A client that writes anyway gets EPERM from the engine itself.
-    const raw = await openExport(join(dir, 'nbd.sock'), 'snap');
+    const raw = await openExport(join(pool(), 'nbd.sock'), 'snap');
     raw.client.write(request({ type: NBD_CMD_WRITE, handle: 7n, offset: 0, payload: Buffer.alloc(4096, 0xee) }));
     expect(await readSimpleReply(raw.client)).toEqual({ errno: NBD_EPERM, handle: 7n });
     raw.client.write(request({ type: NBD_CMD_DISC, handle: 8n }));
@@ -152,7 +106,7 @@ describe('snapshots and clones through a real braid serve', () => {
     const { child, exited } = await serve();
     expect((await braid(['volume', 'create', 'vm', '--size', '1M'])).code).toBe(0);
     expect((await braid(['snapshot', 'create', 'vm', 'snap'])).code).toBe(0);
-    const opened = await openExport(join(dir, 'nbd.sock'), 'snap');
+    const opened = await openExport(join(pool(), 'nbd.sock'), 'snap');
     const flags = opened.transmissionFlags;
     opened.client.write(request({ type: NBD_CMD_DISC, handle: 1n }));
     await opened.client.closed;
