@@ -17,7 +17,12 @@
  *
  * Ordering inside the overlay uses pbns, which grow with log order: a range operation is
  * stamped with the pbn the next data block would get (`order`), so a block write with pbn p is
- * newer than a range operation of order o exactly when p ≥ o.
+ * newer than a range operation of order o exactly when p ≥ o. Range operations appended with no
+ * data block in between share an order; `seq` (pool-wide, increasing) breaks the tie.
+ *
+ * A dedup reference (REF: this block now holds the same bytes as the existing block `value`) is
+ * ordered like a range operation of one block; it is kept in a map by LBA since a batch may hold
+ * thousands of them.
  */
 import assert from 'node:assert/strict';
 import { BlockMap, UNMAPPED, ZERO_MARK } from './index/block-map.ts';
@@ -27,10 +32,29 @@ import { isPbn, type SegmentUsage } from './segment-usage.ts';
 export interface PendingRange {
   lba: number;
   count: number;
-  /** UNMAPPED (trim) or ZERO_MARK (zero, allocated). */
+  /** UNMAPPED (trim) or ZERO_MARK (zero, allocated); for a REF, the target pbn. */
   value: number;
   order: number;
+  /** Ties between operations of the same order: the larger seq is newer. */
+  seq: number;
   batch: Batch;
+  /** REF only: the batch holding the target while it is not on disk yet. */
+  targetBatch?: Batch | undefined;
+}
+
+let nextPendingSeq = 1;
+/** A fresh tie-breaker for a pending range or REF. */
+export function pendingSeq(): number {
+  return nextPendingSeq++;
+}
+
+/** True when no pending operation was stamped after `seq`. */
+export function isLatestPendingSeq(seq: number): boolean {
+  return seq === nextPendingSeq - 1;
+}
+
+function newer(a: PendingRange, b: PendingRange | undefined): boolean {
+  return !b || a.order > b.order || (a.order === b.order && a.seq > b.seq);
 }
 
 /** What a block resolves to; see resolve(). */
@@ -54,6 +78,8 @@ export class Layer {
   /** LBA → pbn of block writes in unwritten batches: small and short-lived, so a plain Map. */
   readonly pendingBlocks = new Map<number, number>();
   pendingRanges: PendingRange[] = [];
+  /** LBA → pending dedup reference (count 1). */
+  readonly pendingRefs = new Map<number, PendingRange>();
   /** Result of the last resolve(): the source and, for DISK/MEMORY, the first block's pbn. */
   source: BlockSource = SRC_HOLE;
   pbn = 0;
@@ -81,7 +107,7 @@ export class Layer {
   }
 
   get hasPending(): boolean {
-    return this.pendingBlocks.size > 0 || this.pendingRanges.length > 0;
+    return this.pendingBlocks.size > 0 || this.pendingRanges.length > 0 || this.pendingRefs.size > 0;
   }
 
   /**
@@ -98,7 +124,14 @@ export class Layer {
       else if (r.lba + r.count > lba) limit = Math.min(limit, r.lba + r.count - lba);
     }
     const written = this.pendingBlocks.get(lba) ?? UNMAPPED;
-    const range = this.#newestRange(lba, written);
+    let range = this.#newestRange(lba, written);
+    const ref = this.pendingRefs.size > 0 ? this.pendingRefs.get(lba) : undefined;
+    if (ref && !(written !== UNMAPPED && written >= ref.order) && newer(ref, range)) {
+      const target = ref.targetBatch;
+      this.source = target && !target.written ? SRC_MEMORY : SRC_DISK;
+      this.pbn = ref.value;
+      return 1;
+    }
     if (range) {
       this.source = range.value === ZERO_MARK ? SRC_ZERO : SRC_HOLE;
       this.pbn = 0;
@@ -106,7 +139,8 @@ export class Layer {
     }
     if (written !== UNMAPPED) {
       let n = 1;
-      while (n < limit && this.pendingBlocks.get(lba + n) === written + n) n++;
+      const refs = this.pendingRefs;
+      while (n < limit && this.pendingBlocks.get(lba + n) === written + n && (refs.size === 0 || !refs.has(lba + n))) n++;
       this.source = SRC_MEMORY;
       this.pbn = written;
       return n;
@@ -114,18 +148,9 @@ export class Layer {
     return this.#fromMap(this.index, lba, this.#clipAtPendingWrite(lba + 1, limit - 1) + 1);
   }
 
-  /** How many blocks from `from` (at most count) precede the first pending block write. */
+  /** How many blocks from `from` (at most count) precede the first pending block write or REF. */
   #clipAtPendingWrite(from: number, count: number): number {
-    const pending = this.pendingBlocks;
-    if (count <= 0 || pending.size === 0) return Math.max(0, count);
-    if (count <= pending.size * 4) {
-      // Probing each block is cheaper than scanning the whole map.
-      for (let i = 0; i < count; i++) if (pending.has(from + i)) return i;
-      return count;
-    }
-    let first = count;
-    for (const lba of pending.keys()) if (lba >= from && lba - from < first) first = lba - from;
-    return first;
+    return clipAt(this.pendingRefs, from, clipAt(this.pendingBlocks, from, count));
   }
 
   #fromMap(map: BlockMap, lba: number, maxCount: number): number {
@@ -144,7 +169,7 @@ export class Layer {
     for (const r of this.pendingRanges) {
       if (lba < r.lba || lba >= r.lba + r.count) continue;
       if (writtenPbn !== UNMAPPED && writtenPbn >= r.order) continue;
-      if (!best || r.order > best.order) best = r;
+      if (newer(r, best)) best = r;
     }
     return best;
   }
@@ -174,6 +199,20 @@ export class Layer {
     }
   }
 
+  /** A written REF: lba..lba+count-1 now point at targets[at..]. */
+  applyWrittenRef(lba: number, count: number, targets: Uint32Array, at: number): void {
+    const usage = this.usage;
+    for (let i = 0; i < count; i++) {
+      const target = targets[at + i]!;
+      if (usage) {
+        const old = this.index.get(lba + i);
+        if (isPbn(old)) usage.remove(old);
+        usage.add(target);
+      }
+      this.index.setRun(lba + i, 1, target);
+    }
+  }
+
   applyWrittenRange(lba: number, count: number, value: number): void {
     assert.ok(value === UNMAPPED || value === ZERO_MARK);
     const usage = this.usage;
@@ -187,7 +226,23 @@ export class Layer {
 
   /** Drops the pending ranges of a written batch (after its entries were applied). */
   forgetBatch(batch: Batch): void {
+    if (this.pendingRefs.size > 0) {
+      for (const [lba, r] of this.pendingRefs) if (r.batch === batch) this.pendingRefs.delete(lba);
+    }
     if (this.pendingRanges.length === 0) return;
     this.pendingRanges = this.pendingRanges.filter((r) => r.batch !== batch);
   }
+}
+
+/** How many blocks from `from` (at most count) precede the first key of `pending`. */
+function clipAt(pending: Map<number, unknown>, from: number, count: number): number {
+  if (count <= 0 || pending.size === 0) return Math.max(0, count);
+  if (count <= pending.size * 4) {
+    // Probing each block is cheaper than scanning the whole map.
+    for (let i = 0; i < count; i++) if (pending.has(from + i)) return i;
+    return count;
+  }
+  let first = count;
+  for (const lba of pending.keys()) if (lba >= from && lba - from < first) first = lba - from;
+  return first;
 }

@@ -21,8 +21,12 @@ import { Catalog } from './catalog.ts';
 import type { Layer } from './layer.ts';
 import type { Logger } from './logger.ts';
 import type { Batch } from './log/batch.ts';
-import { DEFAULT_SEGMENT_BYTES, OP_TRIM, OP_WRITE, parseSegmentFileName, readEntry, segmentFileName } from './log/format.ts';
-import { scanLog, type ScannedRecord } from './log/log-scanner.ts';
+import { BlockCache } from './block-cache.ts';
+import { DedupIndex } from './dedup-index.ts';
+import { DedupSavings } from './dedup-savings.ts';
+import { BlockChecksums } from './log/block-checksums.ts';
+import { DEFAULT_SEGMENT_BYTES, OP_REF, OP_TRIM, OP_WRITE, parseSegmentFileName, readEntry, segmentFileName } from './log/format.ts';
+import { readSegmentChecksums, scanLog, type ScannedRecord } from './log/log-scanner.ts';
 import { LogWriter, type LogPosition } from './log/log-writer.ts';
 import { validateName } from './names.ts';
 import { POOL_FORMAT_VERSION, readPoolMeta, writePoolMeta, type PoolMeta } from './pool-meta.ts';
@@ -51,7 +55,14 @@ export interface PoolOptions {
   /** Segment size for a new pool (tests use small ones); an existing pool keeps its own. */
   segmentBytes?: number;
   checkpointIntervalBytes?: number;
+  /** Size of the shared block cache (verified blocks by physical location); 0 disables it. */
+  cacheBytes?: number;
 }
+
+/** Block cache of an embedded pool when the caller does not choose (the daemon sizes it from RAM). */
+export const DEFAULT_POOL_CACHE_BYTES = 64 * 1024 * 1024;
+/** Per-segment CRC tables kept in memory (64 KiB each with 64 MiB segments). */
+const CHECKSUM_TABLES = 512;
 
 export type StoragePoolOptions = Omit<PoolOptions, 'dir'> & { name?: string };
 
@@ -68,6 +79,12 @@ export class Pool implements VolumeManager, ExportProvider {
   /** Segment files that exist or are reserved by the writer. */
   readonly #segments = new Set<number>();
   #usage!: SegmentUsage;
+  #checksums!: BlockChecksums;
+  readonly #cache: BlockCache;
+  #dedup!: DedupIndex;
+  readonly #dedupSavings = new DedupSavings();
+  /** Seq of the last record written to each segment since open: the cleaner's notion of age. */
+  readonly #segmentSeq = new Map<number, number>();
   #cleaner!: Cleaner;
   #cleaning: Promise<void> | undefined;
   #cleanTimer: NodeJS.Timeout | undefined;
@@ -84,6 +101,7 @@ export class Pool implements VolumeManager, ExportProvider {
     this.#logger = opts.logger;
     this.#capacityBytes = opts.capacityBytes ?? Number.MAX_SAFE_INTEGER;
     this.#checkpointIntervalBytes = opts.checkpointIntervalBytes ?? DEFAULT_CHECKPOINT_INTERVAL_BYTES;
+    this.#cache = new BlockCache(opts.cacheBytes ?? DEFAULT_POOL_CACHE_BYTES);
   }
 
   /** Opens (creating if needed) the pool in a directory, taking its lock. */
@@ -148,18 +166,42 @@ export class Pool implements VolumeManager, ExportProvider {
       start: scan.end,
       allocateSegment: () => this.#allocateSegment(),
       onBatchWritten: (batch) => this.#onBatchWritten(batch),
-      onFailure: (err) => this.#logger.error({ err: err.message }, 'the pool turned read-only'),
+      // Fail-stop must be loud: this is the one line that says why every later write fails.
+      onFailure: (err) =>
+        this.#logger.error(
+          { err: err.message, readOnly: true },
+          'the pool turned read-only: a log write or fdatasync failed; every write and flush fails until the engine restarts',
+        ),
     });
     for (const [n, f] of files) this.#writer.adoptSegmentFile(n, f);
-    this.#io = new VolumeIo({ writer: this.#writer, blocksPerSegment: this.#blocksPerSegment, reserveSpace: (b) => this.#reserveSpace(b) });
+    const writer = this.#writer;
+    const logOpts = { poolId: this.#meta.poolId, segmentBytes: this.#meta.segmentBytes };
+    this.#checksums = new BlockChecksums({
+      blocksPerSegment: this.#blocksPerSegment,
+      maxSegments: CHECKSUM_TABLES,
+      load: async (n, sink) => readSegmentChecksums(await writer.segmentFile(n), n, logOpts, sink),
+    });
+    this.#dedup = new DedupIndex(this.#blocksPerSegment);
+    this.#io = new VolumeIo({
+      writer: this.#writer,
+      blocksPerSegment: this.#blocksPerSegment,
+      reserveSpace: (b) => this.#reserveSpace(b),
+      checksums: this.#checksums,
+      cache: this.#cache,
+      dedup: this.#dedup,
+    });
     this.#cleaner = new Cleaner({
       writer: this.#writer,
       catalog: this.#catalog,
       usage: this.#usage,
+      checksums: this.#checksums,
+      dedup: this.#dedup,
       poolId: this.#meta.poolId,
       segmentBytes: this.#meta.segmentBytes,
       logger: this.#logger,
       segments: () => this.#segments,
+      lastSeqOf: (n) => this.#segmentSeq.get(n),
+      nextSeq: () => this.#logEnd.nextSeq,
       checkpoint: () => this.#checkpointNow(),
       deleteSegment: (n) => this.#deleteSegment(n),
     });
@@ -183,11 +225,15 @@ export class Pool implements VolumeManager, ExportProvider {
 
   #replay(record: ScannedRecord): void {
     let pbn = record.firstPbn;
+    let ref = 0;
     for (const e of record.entries) {
       const layer = this.#catalog.layers.get(e.volumeId);
       if (e.op === OP_WRITE) {
         layer?.index.setRun(e.lba, e.count, pbn);
         pbn += e.count;
+      } else if (e.op === OP_REF) {
+        layer?.applyWrittenRef(e.lba, e.count, record.refTargets, ref);
+        ref += e.count;
       } else if (layer) {
         layer.index.fill(e.lba, e.count, e.op === OP_TRIM ? layer.unmapValue : ZERO_MARK);
       }
@@ -228,10 +274,17 @@ export class Pool implements VolumeManager, ExportProvider {
     await this.#storage.remove(segmentFileName(n));
     await this.#storage.syncDir();
     this.#segments.delete(n);
+    this.#checksums.forget(n);
+    this.#segmentSeq.delete(n);
+    this.#cache.dropRange(n * this.#blocksPerSegment, this.#blocksPerSegment);
+    this.#dedup.reopenSegment(n);
   }
 
   #onBatchWritten(batch: Batch): void {
+    this.#checksums.recordBatch(batch);
+    this.#segmentSeq.set(batch.segmentNo, batch.seq);
     let pbn = batch.firstPbn;
+    let ref = 0;
     const touched = new Set<Layer>();
     for (let i = 0; i < batch.entryCount; i++) {
       const e = readEntry(batch.buffer, i);
@@ -240,6 +293,9 @@ export class Pool implements VolumeManager, ExportProvider {
       if (e.op === OP_WRITE) {
         layer?.applyWrittenWrite(e.lba, e.count, pbn);
         pbn += e.count;
+      } else if (e.op === OP_REF) {
+        layer?.applyWrittenRef(e.lba, e.count, batch.refTargets, ref);
+        ref += e.count;
       } else {
         layer?.applyWrittenRange(e.lba, e.count, e.op === OP_TRIM ? layer.unmapValue : ZERO_MARK);
       }
@@ -523,12 +579,14 @@ export class Pool implements VolumeManager, ExportProvider {
     let uniqueBlocks = 0;
     for (const layer of this.#catalog.layers.values()) uniqueBlocks += layer.index.mappedCount;
     const physicalBytes = this.#usedBytes();
-    const liveBytes = this.#usage.totalLive() * BLOCK_SIZE;
+    const dedupSaved = this.#dedupSavings.savedBlocks(this.#catalog.exports.values());
+    // Live references to one shared block are one block on disk.
+    const liveBytes = (this.#usage.totalLive() - dedupSaved) * BLOCK_SIZE;
     return {
       logicalBytes: logicalBlocks * BLOCK_SIZE,
       physicalBytes,
       savedByClonesBytes: Math.max(0, logicalBlocks - uniqueBlocks) * BLOCK_SIZE,
-      savedByDedupBytes: 0,
+      savedByDedupBytes: dedupSaved * BLOCK_SIZE,
       deadBytes: Math.max(0, physicalBytes - liveBytes),
       capacityBytes: this.#capacityBytes === Number.MAX_SAFE_INTEGER ? 0 : this.#capacityBytes,
       writesPerBatch: c.batches === 0 ? 0 : c.writeRequests / c.batches,
@@ -537,9 +595,16 @@ export class Pool implements VolumeManager, ExportProvider {
       fdatasyncs: c.fdatasyncs,
       volumes: this.#catalog.list('volume').length,
       readOnly: this.#writer.failure !== undefined,
+      ...(this.#writer.failure === undefined ? {} : { readOnlyReason: this.#writer.failure.message }),
       segments: this.#segments.size,
       segmentsCleaned: this.#cleaner.counters.segmentsCleaned,
       blocksRelocated: this.#cleaner.counters.blocksRelocated,
+      segmentsDamaged: this.#cleaner.counters.segmentsDamaged,
+      checksumFailures: this.#checksums.failures,
+      cacheBytes: this.#cache.capacityBlocks * BLOCK_SIZE,
+      cacheHits: this.#cache.hits,
+      cacheMisses: this.#cache.misses,
+      dedupReferencedBlocks: this.#dedup.referencedBlocks,
     };
   }
 

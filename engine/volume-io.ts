@@ -6,11 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { BLOCK_SIZE, type AllocationExtent } from './block-device.ts';
+import type { BlockCache } from './block-cache.ts';
+import type { DedupIndex } from './dedup-index.ts';
+import type { BlockChecksums } from './log/block-checksums.ts';
 import { EngineError } from './errors.ts';
 import { ZERO_MARK } from './index/block-map.ts';
 import { MAX_ENTRY_BLOCKS, OP_TRIM, OP_ZERO } from './log/format.ts';
 import type { LogWriter } from './log/log-writer.ts';
-import { SRC_DISK, SRC_HOLE, SRC_MEMORY, SRC_ZERO } from './layer.ts';
+import { SRC_DISK, SRC_HOLE, SRC_MEMORY, SRC_ZERO, isLatestPendingSeq, pendingSeq } from './layer.ts';
 import type { VolumeState } from './volume-state.ts';
 
 /** Retries of a read-modify-write whose edge block changed while it was being read. */
@@ -21,17 +24,27 @@ export interface VolumeIoOptions {
   blocksPerSegment: number;
   /** Throws NO_SPACE when `bytes` more of log would exceed the pool's capacity. */
   reserveSpace: (bytes: number) => void;
+  /** Every block read from disk is checked against its CRC from the log. */
+  checksums: BlockChecksums;
+  cache: BlockCache;
+  dedup: DedupIndex;
 }
 
 export class VolumeIo {
   readonly #writer: LogWriter;
   readonly #blocksPerSegment: number;
   readonly #reserveSpace: (bytes: number) => void;
+  readonly #checksums: BlockChecksums;
+  readonly #cache: BlockCache;
+  readonly #dedup: DedupIndex;
 
   constructor(opts: VolumeIoOptions) {
     this.#writer = opts.writer;
     this.#blocksPerSegment = opts.blocksPerSegment;
     this.#reserveSpace = opts.reserveSpace;
+    this.#checksums = opts.checksums;
+    this.#cache = opts.cache;
+    this.#dedup = opts.dedup;
   }
 
   checkRange(vol: VolumeState, offset: number, length: number): void {
@@ -86,12 +99,54 @@ export class VolumeIo {
     }
   }
 
+  /**
+   * Reads `length` bytes starting `skip` bytes into the data of firstPbn (and the blocks after
+   * it): cached blocks from memory, the others from disk as whole blocks, verified against
+   * their CRCs before a byte reaches the caller, then cached.
+   */
   async #readDisk(firstPbn: number, skip: number, dest: Buffer, destOffset: number, length: number): Promise<void> {
-    const segmentNo = Math.floor(firstPbn / this.#blocksPerSegment);
-    const position = (firstPbn % this.#blocksPerSegment) * BLOCK_SIZE + skip;
+    const cache = this.#cache;
+    const first = firstPbn + Math.floor(skip / BLOCK_SIZE);
+    const head = skip % BLOCK_SIZE; // bytes of the first block not wanted
+    const blocks = Math.ceil((head + length) / BLOCK_SIZE);
+    for (let i = 0; i < blocks; ) {
+      if (cache.enabled && cache.has(first + i)) {
+        const from = i === 0 ? head : 0;
+        const at = i * BLOCK_SIZE - head + from; // where this block's wanted bytes go in the request
+        cache.read(first + i, from, dest, destOffset + at, Math.min(BLOCK_SIZE - from, length - at));
+        i++;
+        continue;
+      }
+      let j = i + 1;
+      while (j < blocks && !(cache.enabled && cache.has(first + j))) j++;
+      if (cache.enabled) cache.misses += j - i;
+      await this.#readBlocksFromDisk(first + i, j - i, i * BLOCK_SIZE - head, dest, destOffset, length);
+      i = j;
+    }
+  }
+
+  /**
+   * Reads `count` whole blocks from pbn; `at` is where the first block's byte 0 falls in the
+   * request (negative when the request starts inside it). Partial edge blocks go through a
+   * scratch buffer: the check needs the whole block.
+   */
+  async #readBlocksFromDisk(pbn: number, count: number, at: number, dest: Buffer, destOffset: number, length: number): Promise<void> {
+    const segmentNo = Math.floor(pbn / this.#blocksPerSegment);
+    const position = (pbn % this.#blocksPerSegment) * BLOCK_SIZE;
+    const bytes = count * BLOCK_SIZE;
+    const direct = at >= 0 && at + bytes <= length;
+    const buf = direct ? dest : Buffer.allocUnsafe(bytes);
+    const bufOffset = direct ? destOffset + at : 0;
     const file = await this.#writer.segmentFile(segmentNo);
-    const n = await file.read(dest, destOffset, length, position);
-    if (n !== length) throw new EngineError('IO_ERROR', `short read of segment ${segmentNo} at ${position}`);
+    const n = await file.read(buf, bufOffset, bytes, position);
+    if (n !== bytes) throw new EngineError('IO_ERROR', `short read of segment ${segmentNo} at ${position}`);
+    await this.#checksums.verify(pbn, count, buf, bufOffset);
+    if (this.#cache.enabled) for (let i = 0; i < count; i++) this.#cache.insert(pbn + i, buf, bufOffset + i * BLOCK_SIZE);
+    if (!direct) {
+      const from = Math.max(0, -at);
+      const to = Math.min(bytes, length - at);
+      buf.copy(dest, destOffset + at + from, from, to);
+    }
   }
 
   async write(vol: VolumeState, offset: number, src: Buffer, fua: boolean): Promise<void> {
@@ -144,7 +199,59 @@ export class VolumeIo {
   }
 
   #insertBlocks(vol: VolumeState, lba: number, data: Buffer, blocks: number): void {
-    let at = 0;
+    if (vol.dedup) return this.#insertBlocksDedup(vol, lba, data, blocks);
+    this.#appendBlocks(vol, lba, data, 0, blocks);
+    this.#writer.openBatch().writeRequests++;
+  }
+
+  /**
+   * Each block whose content is already stored becomes a reference to it (4 bytes of log
+   * instead of 4 KiB); runs of new blocks go in as data and are indexed by content.
+   */
+  #insertBlocksDedup(vol: VolumeState, lba: number, data: Buffer, blocks: number): void {
+    const dedup = this.#dedup;
+    const layer = vol.top;
+    let runStart = 0;
+    const keys: string[] = [];
+    for (let i = 0; i <= blocks; i++) {
+      const key = i < blocks ? dedup.key(data, i * BLOCK_SIZE) : '';
+      const target = i < blocks ? dedup.lookup(key) : undefined;
+      if (i < blocks && target === undefined) {
+        keys.push(key);
+        continue;
+      }
+      if (i > runStart) {
+        const pbns: number[] = [];
+        this.#appendBlocks(vol, lba + runStart, data, runStart, i - runStart, pbns);
+        for (let k = 0; k < keys.length; k++) dedup.remember(keys[k]!, pbns[k]!);
+        keys.length = 0;
+      }
+      runStart = i + 1;
+      if (target === undefined) continue;
+      let batch = this.#writer.openBatch();
+      if (!batch.appendRef(layer.id, lba + i, target)) {
+        this.#writer.sealOpenBatch();
+        batch = this.#writer.openBatch();
+        assert.ok(batch.appendRef(layer.id, lba + i, target));
+      }
+      layer.pendingRefs.set(lba + i, {
+        lba: lba + i,
+        count: 1,
+        value: target,
+        order: batch.nextPbn,
+        seq: pendingSeq(),
+        batch,
+        targetBatch: this.#writer.batchHolding(target),
+      });
+      dedup.referencedBlocks++;
+    }
+    this.#writer.openBatch().writeRequests++;
+  }
+
+  /** Appends blocks [from, from+count) of data as written data; their pbns go to pbnsOut. */
+  #appendBlocks(vol: VolumeState, lba: number, data: Buffer, from: number, count: number, pbnsOut?: number[]): void {
+    let at = from;
+    let blocks = count;
     let batch = this.#writer.openBatch();
     while (blocks > 0) {
       const taken = batch.appendData(vol.top.id, lba, data, at * BLOCK_SIZE, blocks);
@@ -153,12 +260,13 @@ export class VolumeIo {
         batch = this.#writer.openBatch();
         continue;
       }
-      vol.top.addPendingWrite(lba, taken, batch.firstPbn + batch.dataBlocks - taken);
+      const firstPbn = batch.firstPbn + batch.dataBlocks - taken;
+      vol.top.addPendingWrite(lba, taken, firstPbn);
+      if (pbnsOut) for (let i = 0; i < taken; i++) pbnsOut.push(firstPbn + i);
       lba += taken;
       at += taken;
       blocks -= taken;
     }
-    batch.writeRequests++;
   }
 
   async flush(): Promise<void> {
@@ -203,10 +311,10 @@ export class VolumeIo {
         assert.ok(batch.appendRange(layer.id, lba, n, op));
       }
       const last = layer.pendingRanges.at(-1);
-      if (last && last.batch === batch && last.value === value && last.order === batch.nextPbn && last.lba + last.count === lba) {
+      if (last && last.batch === batch && last.value === value && last.order === batch.nextPbn && last.lba + last.count === lba && isLatestPendingSeq(last.seq)) {
         last.count += n; // one pending range per contiguous run keeps resolve() cheap
       } else {
-        layer.addPendingRange({ lba, count: n, value, order: batch.nextPbn, batch });
+        layer.addPendingRange({ lba, count: n, value, order: batch.nextPbn, seq: pendingSeq(), batch });
       }
       lba += n;
       count -= n;

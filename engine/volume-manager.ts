@@ -43,11 +43,23 @@ export interface PoolStats {
   fdatasyncs: number;
   volumes: number;
   readOnly: boolean;
+  /** Why the pool is read-only (the failed write or fdatasync); present only when readOnly. */
+  readOnlyReason?: string;
   /** Segment files of the log. */
   segments: number;
   /** Cleaner progress since start. */
   segmentsCleaned: number;
   blocksRelocated: number;
+  /** Segments the cleaner leaves alone because a live block in them failed its checksum. */
+  segmentsDamaged: number;
+  /** Blocks read from disk that failed their checksum (each read failed with an error). */
+  checksumFailures: number;
+  /** Shared block cache: size and lookups since start. */
+  cacheBytes: number;
+  cacheHits: number;
+  cacheMisses: number;
+  /** Blocks written as dedup references instead of data since start. */
+  dedupReferencedBlocks: number;
 }
 
 /**

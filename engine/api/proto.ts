@@ -134,6 +134,14 @@ export interface GetStatsResponse {
   segments: number;
   segmentsCleaned: WireInt64;
   blocksRelocated: WireInt64;
+  segmentsDamaged: WireInt64;
+  checksumFailures: WireInt64;
+  cacheBytes: WireInt64;
+  cacheHits: WireInt64;
+  cacheMisses: WireInt64;
+  dedupReferencedBlocks: WireInt64;
+  /** '' (the proto3 default) while the pool is writable. */
+  readOnlyReason: string;
 }
 
 /**
@@ -192,6 +200,13 @@ export function toWireStats(s: PoolStats): GetStatsResponse {
     segments: s.segments,
     segmentsCleaned: toWireInt64(s.segmentsCleaned, 'segmentsCleaned'),
     blocksRelocated: toWireInt64(s.blocksRelocated, 'blocksRelocated'),
+    segmentsDamaged: toWireInt64(s.segmentsDamaged, 'segmentsDamaged'),
+    checksumFailures: toWireInt64(s.checksumFailures, 'checksumFailures'),
+    cacheBytes: toWireInt64(s.cacheBytes, 'cacheBytes'),
+    cacheHits: toWireInt64(s.cacheHits, 'cacheHits'),
+    cacheMisses: toWireInt64(s.cacheMisses, 'cacheMisses'),
+    dedupReferencedBlocks: toWireInt64(s.dedupReferencedBlocks, 'dedupReferencedBlocks'),
+    readOnlyReason: s.readOnlyReason ?? '',
   };
 }
 
@@ -248,5 +263,12 @@ export function fromWireStats(s: GetStatsResponse): PoolStats {
     segments: s.segments,
     segmentsCleaned: int64Field(s.segmentsCleaned, 'segmentsCleaned'),
     blocksRelocated: int64Field(s.blocksRelocated, 'blocksRelocated'),
+    segmentsDamaged: int64Field(s.segmentsDamaged, 'segmentsDamaged'),
+    checksumFailures: int64Field(s.checksumFailures, 'checksumFailures'),
+    cacheBytes: int64Field(s.cacheBytes, 'cacheBytes'),
+    cacheHits: int64Field(s.cacheHits, 'cacheHits'),
+    cacheMisses: int64Field(s.cacheMisses, 'cacheMisses'),
+    dedupReferencedBlocks: int64Field(s.dedupReferencedBlocks, 'dedupReferencedBlocks'),
+    ...(s.readOnlyReason ? { readOnlyReason: s.readOnlyReason } : {}),
   };
 }

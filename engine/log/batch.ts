@@ -4,12 +4,35 @@
  * offset) is fixed when it opens, so every block gets its final physical block number (pbn) at
  * arrival and the index can point at it before it reaches the disk.
  *
- *   buffer: [ header (4 KiB) | data block 0 | data block 1 | ... | unused capacity ]
+ *   buffer: [ header (4 KiB) | data block 0 | data block 1 | ... | meta blocks | unused ]
  *            ^ pbn = firstPbn - 1   ^ firstPbn
+ *
+ * The meta area (per-block CRCs, REF targets) is sized when the batch is sealed: it goes in the
+ * header when it fits there, else right after the last data block (see format.ts).
  */
 import assert from 'node:assert/strict';
 import { BLOCK_SIZE } from '../block-device.ts';
-import { HEADER_BYTES, MAX_ENTRIES, MAX_ENTRY_BLOCKS, OP_WRITE, writeEntry, type LogOp } from './format.ts';
+import { crc32 } from 'node:zlib';
+import {
+  HEADER_BYTES,
+  MAX_ENTRIES,
+  MAX_ENTRY_BLOCKS,
+  META_BYTES_PER_BLOCK,
+  OP_REF,
+  OP_WRITE,
+  blockCrc,
+  metaBlocksFor,
+  metaOffset,
+  writeEntry,
+  type LogOp,
+} from './format.ts';
+
+/** Meta-area room a batch of `capacityBlocks` may need: a CRC per data block, a target per REF. */
+export function metaReserveBytes(capacityBlocks: number): number {
+  return Math.ceil((2 * capacityBlocks * META_BYTES_PER_BLOCK) / BLOCK_SIZE) * BLOCK_SIZE;
+}
+
+const NO_TARGETS = new Uint32Array(0);
 
 export class Batch {
   readonly buffer: Buffer;
@@ -21,6 +44,12 @@ export class Batch {
   seq = 0;
   entryCount = 0;
   dataBlocks = 0;
+  /** Blocks mapped by REF entries (dedup), each with a target pbn in the meta area. */
+  refCount = 0;
+  /** Blocks of meta area after the data; fixed by seal(). */
+  metaBlocks = 0;
+  /** Set once the batch is on disk (its pbns are readable from the segment file). */
+  written = false;
   /** NBD write requests (and RMW merges) that landed in this batch, for the coalescing ratio. */
   writeRequests = 0;
   /** Flush requests (FLUSH and FUA) answered by this batch's fdatasync. */
@@ -31,11 +60,13 @@ export class Batch {
   #lastVolumeId = -1;
   #lastLbaEnd = -1;
   #lastCount = 0;
+  #lastOp = 0;
+  #refTargets: Uint32Array | undefined;
   #settle: { resolve: () => void; reject: (err: Error) => void } | undefined;
   #durable: Promise<void> | undefined;
 
   constructor(buffer: Buffer, segmentNo: number, offsetInSegment: number, firstPbn: number, capacityBlocks: number) {
-    assert.ok(buffer.length >= HEADER_BYTES + capacityBlocks * BLOCK_SIZE);
+    assert.ok(buffer.length >= HEADER_BYTES + capacityBlocks * BLOCK_SIZE + metaReserveBytes(capacityBlocks));
     this.buffer = buffer;
     this.segmentNo = segmentNo;
     this.offsetInSegment = offsetInSegment;
@@ -48,8 +79,9 @@ export class Batch {
     return this.entryCount === 0;
   }
 
+  /** The record's length on disk (final once sealed). */
   get byteLength(): number {
-    return HEADER_BYTES + this.dataBlocks * BLOCK_SIZE;
+    return HEADER_BYTES + (this.dataBlocks + this.metaBlocks) * BLOCK_SIZE;
   }
 
   /** The pbn the next range operation is ordered at (see engine/overlay.ts). */
@@ -71,7 +103,7 @@ export class Batch {
    */
   appendData(volumeId: number, lba: number, src: Buffer, srcOffset: number, blocks: number): number {
     assert.ok(!this.sealed);
-    const extend = volumeId === this.#lastVolumeId && lba === this.#lastLbaEnd && this.#lastCount < MAX_ENTRY_BLOCKS;
+    const extend = this.#lastOp === OP_WRITE && volumeId === this.#lastVolumeId && lba === this.#lastLbaEnd && this.#lastCount < MAX_ENTRY_BLOCKS;
     if (!extend && !this.hasRoomForEntry) return 0;
     const room = extend ? MAX_ENTRY_BLOCKS - this.#lastCount : MAX_ENTRY_BLOCKS;
     const n = Math.min(blocks, this.freeBlocks, room);
@@ -85,18 +117,72 @@ export class Batch {
       writeEntry(this.buffer, this.entryCount++, { volumeId, lba, count: n, op: OP_WRITE });
       this.#lastCount = n;
       this.#lastVolumeId = volumeId;
+      this.#lastOp = OP_WRITE;
     }
     this.#lastLbaEnd = lba + n;
     this.dataBlocks += n;
     return n;
   }
 
+  /**
+   * Records that block lba of the volume now maps to the existing block `target` (dedup);
+   * false when the batch has no room for it.
+   */
+  appendRef(volumeId: number, lba: number, target: number): boolean {
+    assert.ok(!this.sealed);
+    if (this.refCount >= this.capacityBlocks) return false;
+    const extend = this.#lastOp === OP_REF && volumeId === this.#lastVolumeId && lba === this.#lastLbaEnd && this.#lastCount < MAX_ENTRY_BLOCKS;
+    if (!extend && !this.hasRoomForEntry) return false;
+    (this.#refTargets ??= new Uint32Array(this.capacityBlocks))[this.refCount++] = target;
+    if (extend) {
+      this.#lastCount++;
+      writeEntry(this.buffer, this.entryCount - 1, { volumeId, lba: lba - (this.#lastCount - 1), count: this.#lastCount, op: OP_REF });
+    } else {
+      writeEntry(this.buffer, this.entryCount++, { volumeId, lba, count: 1, op: OP_REF });
+      this.#lastCount = 1;
+      this.#lastVolumeId = volumeId;
+      this.#lastOp = OP_REF;
+    }
+    this.#lastLbaEnd = lba + 1;
+    return true;
+  }
+
+  /** The targets of the REF blocks, in entry order (the first refCount values). */
+  get refTargets(): Uint32Array {
+    return this.#refTargets ?? NO_TARGETS;
+  }
+
+  /** Fixes the record's layout: no more operations join. */
+  seal(): void {
+    this.sealed = true;
+    this.metaBlocks = metaBlocksFor(this.entryCount, this.dataBlocks, this.refCount);
+  }
+
+  /** Fills the meta area (CRC of each data block, REF targets); returns the CRC of the area. */
+  writeMeta(): number {
+    assert.ok(this.sealed);
+    const buf = this.buffer;
+    const start = metaOffset(this);
+    let at = start;
+    for (let i = 0; i < this.dataBlocks; i++, at += META_BYTES_PER_BLOCK) buf.writeUInt32LE(blockCrc(buf, HEADER_BYTES + i * BLOCK_SIZE), at);
+    for (let i = 0; i < this.refCount; i++, at += META_BYTES_PER_BLOCK) buf.writeUInt32LE(this.#refTargets![i]!, at);
+    const crc = crc32(buf.subarray(start, at));
+    if (this.metaBlocks > 0) buf.fill(0, at, start + this.metaBlocks * BLOCK_SIZE);
+    return crc;
+  }
+
+  /** The CRC of data block i, once writeMeta() ran. */
+  blockCrcAt(i: number): number {
+    return this.buffer.readUInt32LE(metaOffset(this) + i * META_BYTES_PER_BLOCK);
+  }
+
   /** Records a trim or zero of `count` ≤ MAX_ENTRY_BLOCKS blocks; false when the header is full. */
   appendRange(volumeId: number, lba: number, count: number, op: LogOp): boolean {
-    assert.ok(!this.sealed && op !== OP_WRITE && count > 0 && count <= MAX_ENTRY_BLOCKS);
+    assert.ok(!this.sealed && op !== OP_WRITE && op !== OP_REF && count > 0 && count <= MAX_ENTRY_BLOCKS);
     if (!this.hasRoomForEntry) return false;
     writeEntry(this.buffer, this.entryCount++, { volumeId, lba, count, op });
     this.#lastVolumeId = -1;
+    this.#lastOp = op;
     return true;
   }
 

@@ -12,15 +12,50 @@
  */
 import { BLOCK_SIZE } from '../block-device.ts';
 import type { StorageFile } from '../storage/storage.ts';
-import { HEADER_BYTES, OP_TRIM, OP_WRITE, OP_ZERO, dataCrc, parseHeader, readEntry, type LogEntry, type RecordHeader } from './format.ts';
+import { crc32 } from 'node:zlib';
+import {
+  HEADER_BYTES,
+  LOG_FORMAT_VERSION_1,
+  META_BYTES_PER_BLOCK,
+  OP_REF,
+  OP_TRIM,
+  OP_WRITE,
+  OP_ZERO,
+  blockCrc,
+  dataCrc,
+  metaBytes,
+  metaOffset,
+  parseHeader,
+  readEntry,
+  recordBytes,
+  type LogEntry,
+  type RecordHeader,
+} from './format.ts';
 import type { LogPosition } from './log-writer.ts';
 import { MAX_BATCH_DATA_BYTES } from './log-writer.ts';
+
+/** Meta area of the largest record (a CRC per data block and as many REF targets). */
+const MAX_META_BYTES = 2 * (MAX_BATCH_DATA_BYTES / BLOCK_SIZE) * META_BYTES_PER_BLOCK;
 
 export interface ScannedRecord {
   header: RecordHeader;
   entries: LogEntry[];
   /** pbn of the record's first data block. */
   firstPbn: number;
+  /** CRC of each data block (v2), or undefined (v1: only the whole data was checksummed). */
+  blockCrcs: Uint32Array | undefined;
+  /** Target pbn of each REF block, in entry order. */
+  refTargets: Uint32Array;
+}
+
+export interface ReadRecordOptions {
+  poolId: number;
+  segmentBytes: number;
+  /**
+   * Verify every data block (recovery). The cleaner reads whole records but verifies only the
+   * blocks it copies, so a damaged dead block does not stop it from moving the live ones.
+   */
+  verifyData?: boolean;
 }
 
 export interface ScanOptions {
@@ -74,7 +109,7 @@ export async function scanLog(opts: ScanOptions): Promise<ScanResult> {
     if (typeof outcome === 'string') return { end: pos, records, bytes, stopReason: outcome, visited };
     visited.add(pos.segmentNo);
     opts.apply(outcome);
-    const length = HEADER_BYTES + outcome.header.dataBlocks * BLOCK_SIZE;
+    const length = recordBytes(outcome.header);
     pos.offsetInSegment += length;
     pos.nextSeq++;
     records++;
@@ -89,10 +124,50 @@ export async function scanLog(opts: ScanOptions): Promise<ScanResult> {
 export async function readRecord(
   file: StorageFile,
   pos: LogPosition,
-  opts: Pick<ScanOptions, 'poolId' | 'segmentBytes'>,
+  opts: ReadRecordOptions,
   header: Buffer,
   data: Buffer,
 ): Promise<ScannedRecord | string> {
+  const h = await readHeader(file, pos, opts, header);
+  if (typeof h === 'string') return h;
+  const dataBytes = h.dataBlocks * BLOCK_SIZE;
+  if (dataBytes > data.length) return 'bad length';
+  const got = await file.read(data, 0, dataBytes, pos.offsetInSegment + HEADER_BYTES);
+  if (got < dataBytes) return 'short data';
+  const v1 = h.version === LOG_FORMAT_VERSION_1;
+  if (v1 && dataCrc(data.subarray(0, dataBytes)) !== h.dataCrc) return 'torn or corrupt data';
+  const meta = v1 ? undefined : await readMeta(file, pos, h, header);
+  if (typeof meta === 'string') return meta;
+  const blockCrcs = meta && new Uint32Array(h.dataBlocks);
+  if (meta && blockCrcs) {
+    for (let i = 0; i < h.dataBlocks; i++) {
+      blockCrcs[i] = meta.readUInt32LE(i * META_BYTES_PER_BLOCK);
+      if (opts.verifyData !== false && blockCrc(data, i * BLOCK_SIZE) !== blockCrcs[i]) return 'torn or corrupt data';
+    }
+  }
+  const refTargets = new Uint32Array(h.refCount);
+  for (let i = 0; i < h.refCount; i++) refTargets[i] = meta!.readUInt32LE((h.dataBlocks + i) * META_BYTES_PER_BLOCK);
+  const entries: LogEntry[] = [];
+  let blocks = 0;
+  let refs = 0;
+  for (let i = 0; i < h.entryCount; i++) {
+    const e = readEntry(header, i);
+    if (e.op !== OP_WRITE && e.op !== OP_TRIM && e.op !== OP_ZERO && (e.op !== OP_REF || v1)) return `unknown operation ${e.op}`;
+    if (e.count === 0) return 'empty entry';
+    entries.push(e);
+    if (e.op === OP_WRITE) blocks += e.count;
+    if (e.op === OP_REF) refs += e.count;
+  }
+  if (blocks !== h.dataBlocks || refs !== h.refCount) return 'entries disagree with data length';
+  return { header: h, entries, firstPbn: firstDataPbn(pos, opts.segmentBytes), blockCrcs, refTargets };
+}
+
+function firstDataPbn(pos: LogPosition, segmentBytes: number): number {
+  return pos.segmentNo * (segmentBytes / BLOCK_SIZE) + (pos.offsetInSegment + HEADER_BYTES) / BLOCK_SIZE;
+}
+
+/** Reads and checks the header at pos (into `header`): everything but the data. */
+async function readHeader(file: StorageFile, pos: LogPosition, opts: ReadRecordOptions, header: Buffer): Promise<RecordHeader | string> {
   if (pos.offsetInSegment + HEADER_BYTES > opts.segmentBytes) return 'end of segment';
   const n = await file.read(header, 0, HEADER_BYTES, pos.offsetInSegment);
   if (n < HEADER_BYTES) return 'short header';
@@ -101,21 +176,50 @@ export async function readRecord(
   const h = check.header;
   if (h.poolId !== opts.poolId) return 'record of another pool';
   if (pos.nextSeq !== -1 && h.seq !== pos.nextSeq) return `seq ${h.seq} where ${pos.nextSeq} was expected`;
-  const dataBytes = h.dataBlocks * BLOCK_SIZE;
-  if (dataBytes > data.length || pos.offsetInSegment + HEADER_BYTES + dataBytes > opts.segmentBytes) return 'bad length';
-  const got = await file.read(data, 0, dataBytes, pos.offsetInSegment + HEADER_BYTES);
-  if (got < dataBytes || dataCrc(data.subarray(0, dataBytes)) !== h.dataCrc) return 'torn or corrupt data';
-  const entries: LogEntry[] = [];
-  let blocks = 0;
-  for (let i = 0; i < h.entryCount; i++) {
-    const e = readEntry(header, i);
-    if (e.op !== OP_WRITE && e.op !== OP_TRIM && e.op !== OP_ZERO) return `unknown operation ${e.op}`;
-    if (e.count === 0) return 'empty entry';
-    entries.push(e);
-    if (e.op === OP_WRITE) blocks += e.count;
+  if (h.dataBlocks * BLOCK_SIZE > MAX_BATCH_DATA_BYTES || pos.offsetInSegment + recordBytes(h) > opts.segmentBytes) return 'bad length';
+  return h;
+}
+
+/** The verified meta area of a v2 record (a view into `header`, or a fresh buffer for a trailer). */
+async function readMeta(file: StorageFile, pos: LogPosition, h: RecordHeader, header: Buffer): Promise<Buffer | string> {
+  const bytes = metaBytes(h.dataBlocks, h.refCount);
+  if (bytes > MAX_META_BYTES) return 'bad length';
+  let meta: Buffer;
+  if (h.metaBlocks === 0) {
+    meta = header.subarray(metaOffset(h), metaOffset(h) + bytes);
+  } else {
+    meta = Buffer.allocUnsafe(bytes);
+    const got = await file.read(meta, 0, bytes, pos.offsetInSegment + metaOffset(h));
+    if (got < bytes) return 'short meta';
   }
-  if (blocks !== h.dataBlocks) return 'entries disagree with data length';
-  const blocksPerSegment = opts.segmentBytes / BLOCK_SIZE;
-  const firstPbn = pos.segmentNo * blocksPerSegment + (pos.offsetInSegment + HEADER_BYTES) / BLOCK_SIZE;
-  return { header: h, entries, firstPbn };
+  return crc32(meta) === h.dataCrc ? meta : 'torn or corrupt meta';
+}
+
+/**
+ * Walks a segment's records from offset 0 and reports each data block's CRC (`crc`), or that
+ * it has none to check against (`unverifiable`, v1 records). Stops at the first record that is
+ * not valid: past the log's end, or damaged. A reused segment number starts from an empty
+ * file, so no stale record of an earlier use can be met.
+ */
+export async function readSegmentChecksums(
+  file: StorageFile,
+  segmentNo: number,
+  opts: Pick<ReadRecordOptions, 'poolId' | 'segmentBytes'>,
+  sink: { crc(pbn: number, crc: number): void; unverifiable(pbn: number, count: number): void },
+): Promise<void> {
+  const header = Buffer.allocUnsafe(HEADER_BYTES);
+  const pos = { segmentNo, offsetInSegment: 0, nextSeq: -1 };
+  for (;;) {
+    const h = await readHeader(file, pos, opts, header);
+    if (typeof h === 'string') return;
+    const firstPbn = firstDataPbn(pos, opts.segmentBytes);
+    if (h.version === LOG_FORMAT_VERSION_1) {
+      sink.unverifiable(firstPbn, h.dataBlocks);
+    } else {
+      const meta = await readMeta(file, pos, h, header);
+      if (typeof meta === 'string') return;
+      for (let i = 0; i < h.dataBlocks; i++) sink.crc(firstPbn + i, meta.readUInt32LE(i * META_BYTES_PER_BLOCK));
+    }
+    pos.offsetInSegment += recordBytes(h);
+  }
 }

@@ -19,10 +19,12 @@ import assert from 'node:assert/strict';
 import { BLOCK_SIZE } from '../block-device.ts';
 import { EngineError } from '../errors.ts';
 import type { Storage, StorageFile } from '../storage/storage.ts';
-import { Batch } from './batch.ts';
-import { HEADER_BYTES, dataCrc, sealHeader, segmentFileName } from './format.ts';
+import { Batch, metaReserveBytes } from './batch.ts';
+import { HEADER_BYTES, sealHeader, segmentFileName } from './format.ts';
 
 export const MAX_BATCH_DATA_BYTES = 8 * 1024 * 1024;
+/** Room kept after a batch's data for its meta area (sized for the largest batch). */
+const META_RESERVE_BYTES = metaReserveBytes(MAX_BATCH_DATA_BYTES / BLOCK_SIZE);
 /** A new batch starts a new segment when less than this much data room is left. */
 const MIN_BATCH_DATA_BYTES = 256 * 1024;
 /** Sealed batches waiting for the disk before new writes are made to wait (back-pressure). */
@@ -81,7 +83,7 @@ export class LogWriter {
   readonly counters: LogWriterCounters = { batches: 0, writeRequests: 0, fdatasyncs: 0, flushRequests: 0, bytesWritten: 0 };
 
   constructor(opts: LogWriterOptions) {
-    assert.ok(opts.segmentBytes % BLOCK_SIZE === 0 && opts.segmentBytes >= HEADER_BYTES + MIN_BATCH_DATA_BYTES);
+    assert.ok(opts.segmentBytes % BLOCK_SIZE === 0 && opts.segmentBytes >= HEADER_BYTES + MIN_BATCH_DATA_BYTES + META_RESERVE_BYTES);
     this.#opts = opts;
     this.#blocksPerSegment = opts.segmentBytes / BLOCK_SIZE;
     this.#reserveSegment = opts.start.segmentNo;
@@ -102,14 +104,14 @@ export class LogWriter {
   openBatch(): Batch {
     this.#throwIfFailed();
     if (this.#open) return this.#open;
-    let room = Math.min(MAX_BATCH_DATA_BYTES, this.#opts.segmentBytes - this.#reserveOffset - HEADER_BYTES);
+    let room = Math.min(MAX_BATCH_DATA_BYTES, this.#opts.segmentBytes - this.#reserveOffset - HEADER_BYTES - META_RESERVE_BYTES);
     if (room < MIN_BATCH_DATA_BYTES) {
       this.#reserveSegment = this.#opts.allocateSegment();
       this.#reserveOffset = 0;
-      room = Math.min(MAX_BATCH_DATA_BYTES, this.#opts.segmentBytes - HEADER_BYTES);
+      room = Math.min(MAX_BATCH_DATA_BYTES, this.#opts.segmentBytes - HEADER_BYTES - META_RESERVE_BYTES);
     }
     const firstPbn = this.#reserveSegment * this.#blocksPerSegment + (this.#reserveOffset + HEADER_BYTES) / BLOCK_SIZE;
-    const buffer = this.#freeBuffers.pop() ?? Buffer.allocUnsafe(HEADER_BYTES + MAX_BATCH_DATA_BYTES);
+    const buffer = this.#freeBuffers.pop() ?? Buffer.allocUnsafe(HEADER_BYTES + MAX_BATCH_DATA_BYTES + META_RESERVE_BYTES);
     this.#open = new Batch(buffer, this.#reserveSegment, this.#reserveOffset, firstPbn, room / BLOCK_SIZE);
     this.#kick();
     return this.#open;
@@ -120,7 +122,7 @@ export class LogWriter {
     const batch = this.#open;
     if (!batch) return;
     this.#open = undefined;
-    batch.sealed = true;
+    batch.seal();
     if (batch.isEmpty && !batch.needsSync) {
       this.#freeBuffers.push(batch.buffer);
       batch.settle(undefined);
@@ -260,6 +262,7 @@ export class LogWriter {
       return;
     }
     this.counters.flushRequests += batch.flushRequests;
+    batch.written = true;
     if (!batch.isEmpty) {
       this.counters.batches++;
       this.counters.writeRequests += batch.writeRequests;
@@ -270,13 +273,14 @@ export class LogWriter {
   }
 
   async #append(batch: Batch): Promise<void> {
-    const data = batch.buffer.subarray(HEADER_BYTES, batch.byteLength);
     sealHeader(batch.buffer, {
       seq: batch.seq,
       poolId: this.#opts.poolId,
       entryCount: batch.entryCount,
       dataBlocks: batch.dataBlocks,
-      dataCrc: dataCrc(data),
+      dataCrc: batch.writeMeta(),
+      metaBlocks: batch.metaBlocks,
+      refCount: batch.refCount,
     });
     const file = await this.#fileForAppend(batch.segmentNo);
     await file.write(batch.buffer, 0, batch.byteLength, batch.offsetInSegment);
