@@ -21,6 +21,8 @@ export interface BlenderOptions {
   seconds: number;
   warmupSeconds: number;
   volumeSizeBytes: number;
+  /** Engine volumes with inline dedup (the dedup benchmark compares both). */
+  dedup?: boolean;
 }
 
 export interface BlenderResult {
@@ -65,9 +67,9 @@ function vmNames(count: number): string[] {
   return Array.from({ length: count }, (_, i) => `vm${i}`);
 }
 
-async function measure(ctx: BenchContext, kind: SystemKind, opts: BlenderOptions): Promise<BlenderResult> {
-  const dir = join(ctx.scratchDir, kind);
-  const spec = { kind, dir, vms: vmNames(opts.vms), volumeSizeBytes: opts.volumeSizeBytes, repoDir: ctx.repoDir, perFileCache: ctx.perFileCache };
+export async function measureBlender(ctx: BenchContext, kind: SystemKind, opts: BlenderOptions): Promise<BlenderResult> {
+  const dir = join(ctx.scratchDir, opts.dedup === true ? `${kind}-dedup` : kind);
+  const spec = { kind, dir, vms: vmNames(opts.vms), volumeSizeBytes: opts.volumeSizeBytes, repoDir: ctx.repoDir, perFileCache: ctx.perFileCache, dedup: opts.dedup === true };
   progress(`${kind}: starting, ${opts.vms} disks`);
   const system = await startSystem(spec, true);
   try {
@@ -147,7 +149,7 @@ export async function blender(ctx: BenchContext, opts: BlenderOptions): Promise<
   const results: BlenderResult[] = [];
   for (const kind of ctx.systems) {
     try {
-      results.push(await measure(ctx, kind, opts));
+      results.push(await measureBlender(ctx, kind, opts));
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       process.stdout.write(`${kind}: FAILED: ${message}\n`);

@@ -9,6 +9,7 @@ import { blender } from './blender.ts';
 import { bootstorm } from './bootstorm.ts';
 import { cleaner } from './cleaner.ts';
 import { clone } from './clone.ts';
+import { dedup } from './dedup.ts';
 import { type BenchContext, makeScratchDir } from './context.ts';
 import { describeMachine } from './machine.ts';
 import { installExitHooks } from './proc.ts';
@@ -31,6 +32,9 @@ commands:
             [--vms 32] [--size 512M]
   cleaner   overwrite a volume at random 3 times; write p99 while cleaning, time to physical ≤ 1.3x logical
             [--size 4G] [--seconds 60 (idle time allowed)]
+  dedup     inline dedup: N dedup volumes written at once with one random image (physical size),
+            then the blender without and with dedup
+            [--vms 16 (volumes)] [--size 256M] [--seconds 15] (blender: 64 VMs)
   randread  4 KiB random reads over prefilled disks, cold: engine vs per-file qemu-nbd
             [--vms 16] [--seconds 15] [--prefill 256M] [--iodepth 8] [--volume-size 1G]
 
@@ -103,6 +107,7 @@ const COMMAND_OPTIONS: Record<string, readonly string[]> = {
   clone: ['sizes', 'samples', 'clones'],
   bootstorm: ['vms', 'size'],
   cleaner: ['size', 'seconds'],
+  dedup: ['vms', 'size', 'seconds'],
 };
 const COMMON_OPTIONS = ['dir', 'keep', 'systems', 'perfile-cache', 'help'];
 
@@ -157,6 +162,15 @@ async function main(argv: string[]): Promise<number> {
     case 'bootstorm': {
       const opts = { vms: parseCount('vms', values.vms, 32), imageBytes: parseSize(values.size ?? '512M') };
       runCommand = (ctx) => bootstorm(ctx, opts);
+      break;
+    }
+    case 'dedup': {
+      const opts = {
+        volumes: parseCount('vms', values.vms, 16),
+        imageBytes: parseSize(values.size ?? '256M'),
+        blender: { vms: 64, seconds, warmupSeconds: 2, volumeSizeBytes },
+      };
+      runCommand = (ctx) => dedup(ctx, opts);
       break;
     }
     case 'clone': {

@@ -39,6 +39,8 @@ export interface SystemSpec {
   volumeSizeBytes: number;
   repoDir: string;
   perFileCache: PerFileCache;
+  /** Engine only: create the volumes with inline dedup. */
+  dedup?: boolean;
 }
 
 export interface EngineStats {
@@ -126,7 +128,8 @@ async function startEngine(spec: SystemSpec, create: boolean): Promise<RunningSy
     if (create) {
       const size = String(spec.volumeSizeBytes);
       await inBatches(spec.vms, VOLUME_CREATE_CONCURRENCY, async (vm) => {
-        await runOk(bin, ['volume', 'create', vm, '--size', size, '--data', dataDir], { timeoutMs: 60_000 });
+        const dedup = spec.dedup === true ? ['--dedup'] : [];
+        await runOk(bin, ['volume', 'create', vm, '--size', size, ...dedup, '--data', dataDir], { timeoutMs: 60_000 });
       });
     }
   } catch (error) {
