@@ -18,7 +18,7 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
     .description('create an empty thin volume')
     .argument('<NAME>', 'volume name: [a-z0-9][a-z0-9._-]{0,127}')
     .requiredOption('--size <SIZE>', 'size: bytes, or with a K/M/G/T suffix (512M, 4G, 1T)')
-    .option('--dedup', 'store identical 4 KiB blocks once: recorded and inherited by clones; inline dedup is not implemented yet')
+    .option('--dedup', 'store identical 4 KiB blocks once, matched by SHA-256 with the other dedup volumes (clones inherit it)')
     .action(async (name: string, opts: DataOptions & { size: string; dedup?: boolean }) => {
       const sizeBytes = parseSizeArgument(opts.size);
       const dedup = opts.dedup === true;
