@@ -44,6 +44,8 @@ export interface NewVolume {
   sizeBytes: number;
   /** Applies to empty volumes; a clone inherits its source's. */
   dedup: boolean;
+  /** Dedup domain ('' = the pool's default); applies like dedup. */
+  dedupDomain: string;
   source: ContentSource | undefined;
   /** One of backend.topologies(), chosen by the controller. */
   topology: Topology;

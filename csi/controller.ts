@@ -110,7 +110,7 @@ export class ControllerService {
     const floorBytes = await this.#sourceSize(spec.source);
     const sizeBytes = resolveSize(spec.range, floorBytes);
     const topology = this.#placement(spec.requirement);
-    return this.#backend.createVolume({ volumeId, sizeBytes, dedup: spec.params.dedup, source: spec.source, topology });
+    return this.#backend.createVolume({ volumeId, sizeBytes, dedup: spec.params.dedup, dedupDomain: spec.params.dedupDomain, source: spec.source, topology });
   }
 
   /** The size of a clone's source: the clone's smallest size. NOT_FOUND when it is missing. */

@@ -8,6 +8,9 @@
  * Volume parameters:
  *   dedup   "true" | "false" (default "false"): store identical 4 KiB blocks of the volume once.
  *           A clone inherits dedup from its source; the parameter applies to new empty volumes.
+ *   dedupDomain  a name ([a-z0-9][a-z0-9._-]{0,127}); implies dedup. Dedup volumes match blocks
+ *           only within their domain: give each tenant's StorageClass its own, so tenants cannot
+ *           observe each other through dedup (docs/security.md).
  * Snapshot parameters: none.
  */
 import { status } from '@grpc/grpc-js';
@@ -15,17 +18,27 @@ import type { StringMap } from './messages.ts';
 import { CsiError } from './status.ts';
 
 export const PARAM_DEDUP = 'dedup';
+export const PARAM_DEDUP_DOMAIN = 'dedupDomain';
+const DOMAIN_PATTERN = /^[a-z0-9][a-z0-9._-]{0,127}$/;
 
 /** Keys the Kubernetes sidecars may add; never ours to interpret. */
 export const KUBERNETES_METADATA_PREFIX = 'csi.storage.k8s.io/';
 
 export interface VolumeParameters {
   dedup: boolean;
+  /** '' for the pool's default domain. */
+  dedupDomain: string;
 }
 
 export function parseVolumeParameters(params: StringMap, field = 'parameters'): VolumeParameters {
-  rejectUnknown(params, [PARAM_DEDUP], field);
-  return { dedup: parseBoolean(params[PARAM_DEDUP], `${field}.${PARAM_DEDUP}`, false) };
+  rejectUnknown(params, [PARAM_DEDUP, PARAM_DEDUP_DOMAIN], field);
+  const dedupDomain = params[PARAM_DEDUP_DOMAIN] ?? '';
+  if (dedupDomain !== '' && !DOMAIN_PATTERN.test(dedupDomain)) {
+    throw new CsiError(status.INVALID_ARGUMENT, `${field}.${PARAM_DEDUP_DOMAIN} must match [a-z0-9][a-z0-9._-]{0,127}`);
+  }
+  const dedup = parseBoolean(params[PARAM_DEDUP], `${field}.${PARAM_DEDUP}`, dedupDomain !== '');
+  if (!dedup && dedupDomain !== '') throw new CsiError(status.INVALID_ARGUMENT, `${field}: ${PARAM_DEDUP_DOMAIN} needs dedup`);
+  return { dedup, dedupDomain };
 }
 
 export function parseSnapshotParameters(params: StringMap, field = 'parameters'): void {

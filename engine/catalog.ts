@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { EngineError } from './errors.ts';
 import { BlockMap } from './index/block-map.ts';
 import { Layer } from './layer.ts';
+import { quoteName } from './names.ts';
 import type { LayerRecord, PoolMeta, SnapshotRecord, VolumeRecord } from './pool-meta.ts';
 import type { SegmentUsage } from './segment-usage.ts';
 import { VolumeState } from './volume-state.ts';
@@ -45,12 +46,12 @@ export class Catalog {
       return layer;
     };
     for (const v of meta.volumes) {
-      catalog.exports.set(v.name, new VolumeState({ kind: 'volume', name: v.name, sizeBytes: v.sizeBytes, createdAtMs: v.createdAtMs, top: top(v.layerId), dedup: v.dedup }));
+      catalog.exports.set(v.name, new VolumeState({ kind: 'volume', name: v.name, sizeBytes: v.sizeBytes, createdAtMs: v.createdAtMs, top: top(v.layerId), dedup: v.dedup, dedupDomain: v.dedupDomain ?? '' }));
     }
     for (const s of meta.snapshots) {
       const layer = top(s.layerId);
       layer.frozen = true;
-      catalog.exports.set(s.name, new VolumeState({ kind: 'snapshot', name: s.name, sizeBytes: s.sizeBytes, createdAtMs: s.createdAtMs, top: layer, sourceVolume: s.sourceVolume, dedup: s.dedup === true }));
+      catalog.exports.set(s.name, new VolumeState({ kind: 'snapshot', name: s.name, sizeBytes: s.sizeBytes, createdAtMs: s.createdAtMs, top: layer, sourceVolume: s.sourceVolume, dedup: s.dedup === true, dedupDomain: s.dedupDomain ?? '' }));
     }
     // Every layer below a top is frozen: only tops of volumes take writes.
     for (const e of catalog.exports.values()) for (let l = e.top.parent; l; l = l.parent) l.frozen = true;
@@ -73,8 +74,9 @@ export class Catalog {
     const snapshots: SnapshotRecord[] = [];
     for (const e of this.exports.values()) {
       const base = { name: e.name, layerId: (e.nextTop ?? e.top).id, sizeBytes: e.sizeBytes, createdAtMs: e.createdAtMs };
-      if (e.kind === 'volume') volumes.push({ ...base, dedup: e.dedup });
-      else snapshots.push({ ...base, sourceVolume: e.sourceVolume, dedup: e.dedup });
+      const domain = e.dedupDomain === '' ? {} : { dedupDomain: e.dedupDomain };
+      if (e.kind === 'volume') volumes.push({ ...base, dedup: e.dedup, ...domain });
+      else snapshots.push({ ...base, sourceVolume: e.sourceVolume, dedup: e.dedup, ...domain });
     }
     return { nextLayerId: this.nextLayerId, layers, volumes, snapshots };
   }
@@ -100,24 +102,24 @@ export class Catalog {
 
   checkNameFree(name: string): void {
     const taken = this.exports.get(name);
-    if (taken) throw new EngineError('ALREADY_EXISTS', `${taken.kind} "${name}" already exists`);
+    if (taken) throw new EngineError('ALREADY_EXISTS', `${taken.kind} ${quoteName(name)} already exists`);
   }
 
   getExport(name: string): VolumeState {
     const e = this.exports.get(name);
-    if (!e) throw new EngineError('NOT_FOUND', `no volume or snapshot named "${name}"`);
+    if (!e) throw new EngineError('NOT_FOUND', `no volume or snapshot named ${quoteName(name)}`);
     return e;
   }
 
   getVolume(name: string): VolumeState {
     const e = this.exports.get(name);
-    if (!e || e.kind !== 'volume') throw new EngineError('NOT_FOUND', `volume "${name}" not found`);
+    if (!e || e.kind !== 'volume') throw new EngineError('NOT_FOUND', `volume ${quoteName(name)} not found`);
     return e;
   }
 
   getSnapshot(name: string): VolumeState {
     const e = this.exports.get(name);
-    if (!e || e.kind !== 'snapshot') throw new EngineError('NOT_FOUND', `snapshot "${name}" not found`);
+    if (!e || e.kind !== 'snapshot') throw new EngineError('NOT_FOUND', `snapshot ${quoteName(name)} not found`);
     return e;
   }
 

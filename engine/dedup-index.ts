@@ -34,10 +34,14 @@ export class DedupIndex {
     return this.#pbnOf.size;
   }
 
-  /** The key of the block at buf[offset..] (its SHA-256, as a string usable as a Map key). */
-  key(buf: Buffer, offset: number): string {
+  /**
+   * The key of the block at buf[offset..] in a dedup domain: its SHA-256 (as a string usable as
+   * a Map key), prefixed by the domain so that domains never match each other.
+   */
+  key(buf: Buffer, offset: number, domain: string): string {
     this.hashedBlocks++;
-    return hash('sha256', buf.subarray(offset, offset + BLOCK_SIZE), 'base64');
+    const digest = hash('sha256', buf.subarray(offset, offset + BLOCK_SIZE), 'base64');
+    return domain === '' ? digest : `${domain}/${digest}`;
   }
 
   /** The pbn of a stored block with this content, if one may be referenced. */

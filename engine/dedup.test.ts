@@ -65,6 +65,30 @@ describe('inline dedup', () => {
     await pool.close();
   });
 
+  it('volumes match only within their dedup domain, which clones and restarts keep', async () => {
+    const storage = new MemoryStorage();
+    let pool = await Pool.openWithStorage(storage, opts);
+    const data = image(64, 5);
+    await pool.createVolume('t1-a', MiB, { dedupDomain: 'tenant1' });
+    await pool.createVolume('t2-a', MiB, { dedupDomain: 'tenant2' });
+    await pool.createVolume('pool-a', MiB, { dedup: true });
+    for (const n of ['t1-a', 't2-a', 'pool-a']) await write(pool, n, 0, data);
+    expect(pool.stats().dedupReferencedBlocks).toBe(0); // three domains: nothing shared
+    await pool.close();
+    pool = await Pool.openWithStorage(storage, opts);
+    await pool.cloneVolume('t1-a', 't1-b'); // inherits tenant1
+    await write(pool, 't1-b', 0, data); // same content as before: no new data, and no match needed
+    await pool.createVolume('t1-c', MiB, { dedupDomain: 'tenant1' });
+    await write(pool, 't1-c', 0, data); // matches t1-b's blocks (written since the restart)
+    expect(pool.stats().dedupReferencedBlocks).toBe(64);
+    await pool.createVolume('t2-b', MiB, { dedupDomain: 'tenant2' });
+    await write(pool, 't2-b', 0, image(64, 6));
+    expect(pool.stats().dedupReferencedBlocks).toBe(64);
+    for (const n of ['t1-a', 't1-b', 't1-c', 't2-a', 'pool-a']) expect((await read(pool, n, data.length)).equals(data)).toBe(true);
+    await expect(pool.createVolume('bad', MiB, { dedupDomain: '../x' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await pool.close();
+  });
+
   it('overwriting a shared block changes only that volume, across a restart and a power cut', async () => {
     const storage = new MemoryStorage();
     let pool = await Pool.openWithStorage(storage, opts);

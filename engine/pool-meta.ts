@@ -30,12 +30,15 @@ export interface ExportRecord {
 
 export interface VolumeRecord extends ExportRecord {
   dedup: boolean;
+  /** Dedup domain; absent for the pool's default domain. */
+  dedupDomain?: string;
 }
 
 export interface SnapshotRecord extends ExportRecord {
   sourceVolume: string;
   /** The source volume's dedup setting, inherited by clones of the snapshot. */
   dedup?: boolean;
+  dedupDomain?: string;
 }
 
 export interface PoolMeta {

@@ -394,9 +394,12 @@ export class Pool implements VolumeManager, ExportProvider {
   async createVolume(name: string, sizeBytes: number, opts: CreateVolumeOptions = {}): Promise<VolumeInfo> {
     this.#checkOpen();
     validateName(name);
+    const domain = opts.dedupDomain ?? '';
+    if (domain !== '') validateName(domain, 'dedup domain');
     const size = validateSize(sizeBytes);
     this.#catalog.checkNameFree(name);
-    const vol = new VolumeState({ kind: 'volume', name, sizeBytes: size, createdAtMs: Date.now(), top: this.#catalog.newLayer(undefined), dedup: opts.dedup ?? false });
+    const dedup = opts.dedup === true || domain !== '';
+    const vol = new VolumeState({ kind: 'volume', name, sizeBytes: size, createdAtMs: Date.now(), top: this.#catalog.newLayer(undefined), dedup, dedupDomain: domain });
     await this.#publish([vol], () => {});
     this.#logger.info({ volume: name, sizeBytes: size }, 'volume created');
     return this.#volumeInfo(vol);
@@ -416,7 +419,7 @@ export class Pool implements VolumeManager, ExportProvider {
     }
     this.#catalog.checkNameFree(name);
     const base = src.kind === 'snapshot' ? { frozenAs: src.top, commit: () => {} } : this.#freezeTop(src);
-    const clone = new VolumeState({ kind: 'volume', name, sizeBytes: size, createdAtMs: Date.now(), top: this.#catalog.newLayer(base.frozenAs), dedup: src.dedup });
+    const clone = new VolumeState({ kind: 'volume', name, sizeBytes: size, createdAtMs: Date.now(), top: this.#catalog.newLayer(base.frozenAs), dedup: src.dedup, dedupDomain: src.dedupDomain });
     await this.#publish([clone], base.commit);
     await this.#writer.flush(0); // what the clone shares is durable when the call returns
     this.#logger.info({ volume: name, source, sizeBytes: size }, 'volume cloned');
@@ -430,7 +433,7 @@ export class Pool implements VolumeManager, ExportProvider {
     const vol = this.#catalog.getVolume(volume);
     this.#catalog.checkNameFree(name);
     const base = this.#freezeTop(vol);
-    const snap = new VolumeState({ kind: 'snapshot', name, sizeBytes: vol.sizeBytes, createdAtMs: Date.now(), top: base.frozenAs, sourceVolume: volume, dedup: vol.dedup });
+    const snap = new VolumeState({ kind: 'snapshot', name, sizeBytes: vol.sizeBytes, createdAtMs: Date.now(), top: base.frozenAs, sourceVolume: volume, dedup: vol.dedup, dedupDomain: vol.dedupDomain });
     await this.#publish([snap], base.commit);
     await this.#writer.flush(0); // a snapshot is durable when the call returns
     this.#logger.info({ snapshot: name, volume }, 'snapshot created');

@@ -214,7 +214,7 @@ export class VolumeIo {
     let runStart = 0;
     const keys: string[] = [];
     for (let i = 0; i <= blocks; i++) {
-      const key = i < blocks ? dedup.key(data, i * BLOCK_SIZE) : '';
+      const key = i < blocks ? dedup.key(data, i * BLOCK_SIZE, vol.dedupDomain) : '';
       const target = i < blocks ? dedup.lookup(key) : undefined;
       if (i < blocks && target === undefined) {
         keys.push(key);

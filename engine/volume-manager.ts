@@ -28,6 +28,8 @@ export interface SnapshotInfo {
 export interface CreateVolumeOptions {
   /** Store identical 4 KiB blocks once (inherited by clones). */
   dedup?: boolean;
+  /** Match only with dedup volumes of this domain (a name); implies dedup. Default: the pool's. */
+  dedupDomain?: string;
 }
 
 export interface PoolStats {

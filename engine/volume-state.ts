@@ -26,13 +26,18 @@ export class VolumeState {
   /** For a snapshot, the volume it was taken of. */
   readonly sourceVolume: string;
   readonly dedup: boolean;
+  /**
+   * Dedup volumes match blocks only within their domain ('' is the pool's default domain), so
+   * tenants given different domains cannot observe each other through dedup.
+   */
+  readonly dedupDomain: string;
   openHandles = 0;
   deleted = false;
   /** Result of the last resolve(): the source and, for DISK/MEMORY, the first block's pbn. */
   source: BlockSource = SRC_HOLE;
   pbn = 0;
 
-  constructor(init: { kind: ExportKind; name: string; sizeBytes: number; createdAtMs: number; top: Layer; sourceVolume?: string; dedup?: boolean }) {
+  constructor(init: { kind: ExportKind; name: string; sizeBytes: number; createdAtMs: number; top: Layer; sourceVolume?: string; dedup?: boolean; dedupDomain?: string }) {
     this.kind = init.kind;
     this.name = init.name;
     this.sizeBytes = init.sizeBytes;
@@ -40,6 +45,7 @@ export class VolumeState {
     this.top = init.top;
     this.sourceVolume = init.sourceVolume ?? '';
     this.dedup = init.dedup ?? false;
+    this.dedupDomain = init.dedupDomain ?? '';
   }
 
   get readOnly(): boolean {

@@ -19,10 +19,12 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
     .argument('<NAME>', 'volume name: [a-z0-9][a-z0-9._-]{0,127}')
     .requiredOption('--size <SIZE>', 'size: bytes, or with a K/M/G/T suffix (512M, 4G, 1T)')
     .option('--dedup', 'store identical 4 KiB blocks once, matched by SHA-256 with the other dedup volumes (clones inherit it)')
-    .action(async (name: string, opts: DataOptions & { size: string; dedup?: boolean }) => {
+    .option('--dedup-domain <NAME>', 'dedup only with volumes of this domain (implies --dedup); default: the pool-wide domain')
+    .action(async (name: string, opts: DataOptions & { size: string; dedup?: boolean; dedupDomain?: string }) => {
       const sizeBytes = parseSizeArgument(opts.size);
-      const dedup = opts.dedup === true;
-      const created = await withEngine(opts.data, (client) => client.createVolume(name, sizeBytes, { dedup }));
+      const dedup = opts.dedup === true || opts.dedupDomain !== undefined;
+      const domain = opts.dedupDomain === undefined ? {} : { dedupDomain: opts.dedupDomain };
+      const created = await withEngine(opts.data, (client) => client.createVolume(name, sizeBytes, { dedup, ...domain }));
       const uri = nbdUri(poolSockets(opts.data).nbdSocketPath, created.name);
       ctx.stdout(`created volume ${JSON.stringify(created.name)} (${formatSize(created.sizeBytes)}): ${uri}\n`);
     });

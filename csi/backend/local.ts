@@ -79,7 +79,7 @@ export class LocalBackend implements ControllerBackend {
   async createVolume(spec: NewVolume): Promise<BackendVolume> {
     const info =
       spec.source === undefined
-        ? await this.#engine.createVolume(spec.volumeId, spec.sizeBytes, { dedup: spec.dedup })
+        ? await this.#engine.createVolume(spec.volumeId, spec.sizeBytes, { dedup: spec.dedup, ...(spec.dedupDomain === '' ? {} : { dedupDomain: spec.dedupDomain }) })
         : await this.#engine.cloneVolume(spec.source.id, spec.volumeId, spec.sizeBytes);
     // The engine does not report sources yet; we know this one, and it is part of the answer.
     const withSource: EngineVolume = { ...info, source: spec.source === undefined ? null : toEngineSource(spec.source) };

@@ -80,7 +80,7 @@ export class EngineClient {
   }
 
   async createVolume(name: string, sizeBytes: number, opts: CreateVolumeOptions = {}): Promise<VolumeInfo> {
-    const req: CreateVolumeRequest = { name, sizeBytes: sizeArgument(sizeBytes), dedup: opts.dedup ?? false };
+    const req: CreateVolumeRequest = { name, sizeBytes: sizeArgument(sizeBytes), dedup: opts.dedup ?? false, dedupDomain: opts.dedupDomain ?? '' };
     return fromWireVolume((await this.#call<VolumeResponse>('CreateVolume', req)).volume);
   }
 

@@ -69,6 +69,7 @@ export interface CreateVolumeRequest {
   name: string;
   sizeBytes: WireInt64;
   dedup: boolean;
+  dedupDomain: string;
 }
 export interface DeleteVolumeRequest {
   name: string;

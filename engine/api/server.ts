@@ -121,7 +121,7 @@ export class EngineApiServer {
     const m = this.#manager;
     return {
       CreateVolume: this.#unary('CreateVolume', async (req: CreateVolumeRequest): Promise<VolumeResponse> => {
-        const volume = await m.createVolume(req.name, requestSize(req.sizeBytes), { dedup: req.dedup });
+        const volume = await m.createVolume(req.name, requestSize(req.sizeBytes), { dedup: req.dedup, ...(req.dedupDomain ? { dedupDomain: req.dedupDomain } : {}) });
         return { volume: toWireVolume(volume) };
       }),
       DeleteVolume: this.#unary('DeleteVolume', async (req: DeleteVolumeRequest): Promise<DeleteVolumeResponse> => {
