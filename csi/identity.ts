@@ -1,11 +1,15 @@
 /**
  * The CSI Identity service: who we are, what we can do, and whether we are ready.
  *
- * Capabilities are the same for every instance of a version (the spec requires it), whether the
- * instance serves the controller, the node, or both: CONTROLLER_SERVICE, topology constraints
- * (a volume lives on one node's engine) and OFFLINE expansion: the engine grows a volume at
- * any time, but today's attachers (nbdfuse + loop, kernel NBD) learn the size only when they
- * connect, so a node can grow a device only when it is not in use.
+ * Capabilities: CONTROLLER_SERVICE, topology constraints (a volume lives on one node's engine),
+ * and volume expansion, ONLINE when the node's attacher grows a device in use (braid-fuse, the
+ * default without kernel NBD), OFFLINE otherwise (kernel NBD and nbdfuse learn the size only
+ * when they connect, so a device grows only when it is not in use). The engine grows a volume
+ * at any time either way.
+ *
+ * The spec wants the same capabilities from every instance of a version. In local mode one
+ * process serves everything, so the node's attacher decides; an instance without a node service
+ * says OFFLINE, which is always safe (the CO then unpublishes before expanding).
  */
 import { readFileSync } from 'node:fs';
 import type { CallContext } from './server.ts';
@@ -23,13 +27,22 @@ export const DRIVER_VERSION: string = readPackageVersion();
 export interface IdentityOptions {
   /** Resolves when the plugin can serve (its engine answers); rejects with the reason if not. */
   probe(): Promise<void>;
+  /** Advertise ONLINE expansion (the node grows devices in use); OFFLINE when absent or false. */
+  onlineExpansion?: boolean;
+}
+
+/** Whether a node service (csi/node.ts) says it grows volumes in use; false for none. */
+export function supportsOnlineExpansion(node: object | undefined): boolean {
+  return (node as { onlineExpansion?: unknown } | undefined)?.onlineExpansion === true;
 }
 
 export class IdentityService {
   readonly #probe: () => Promise<void>;
+  readonly #expansion: 'ONLINE' | 'OFFLINE';
 
   constructor(opts: IdentityOptions) {
     this.#probe = opts.probe;
+    this.#expansion = opts.onlineExpansion === true ? 'ONLINE' : 'OFFLINE';
   }
 
   async getPluginInfo(): Promise<GetPluginInfoResponse> {
@@ -41,7 +54,7 @@ export class IdentityService {
       capabilities: [
         { service: { type: 'CONTROLLER_SERVICE' } },
         { service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } },
-        { volumeExpansion: { type: 'OFFLINE' } },
+        { volumeExpansion: { type: this.#expansion } },
       ],
     };
   }

@@ -12,7 +12,7 @@ import { EngineClient } from '../engine/api/client.ts';
 import type { Logger } from '../engine/logger.ts';
 import { LocalBackend } from './backend/local.ts';
 import { ControllerService } from './controller.ts';
-import { IdentityService } from './identity.ts';
+import { IdentityService, supportsOnlineExpansion } from './identity.ts';
 import { startCsiServer, type CsiServer, type CsiServiceImpl } from './server.ts';
 
 /** The CSI socket's name in the pool directory (CLI.md). */
@@ -47,7 +47,7 @@ export async function startLocalCsi(opts: LocalCsiOptions): Promise<LocalCsi> {
   try {
     const server = await startCsiServer({
       endpoint: opts.endpoint ?? join(dir, CSI_SOCKET_NAME),
-      identity: new IdentityService({ probe: () => backend.probe() }),
+      identity: new IdentityService({ probe: () => backend.probe(), onlineExpansion: supportsOnlineExpansion(opts.node) }),
       controller: new ControllerService({ backend }),
       logger: opts.logger.child({ component: 'csi' }),
       ...(opts.node === undefined ? {} : { node: opts.node }),

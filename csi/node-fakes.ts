@@ -2,7 +2,8 @@
  * For unit tests of the Node service: an in-memory machine (NodeSystem) with an in-memory
  * attacher. It models what node.ts relies on and nothing more: exports with sizes, devices with
  * content, a size and a read-only flag, a flat mount table (one mount per target), and the
- * attachers' contract (idempotent attach, DEVICE_BUSY on a used device, refresh only unused).
+ * attachers' contract (idempotent attach, DEVICE_BUSY on a used device, refresh of a device in
+ * use only when the attacher resizes online).
  * The real machine is exercised by test/csi-node.test.ts.
  */
 import { status } from '@grpc/grpc-js';
@@ -36,16 +37,19 @@ interface Attachment {
 }
 
 export class FakeAttacher implements Attacher {
-  readonly kind = 'nbdfuse';
-  readonly onlineResize = false;
+  readonly kind: 'fuse' | 'nbdfuse';
+  /** As braid-fuse (true): refresh grows a device in use. As nbdfuse (false): only an unused one. */
+  readonly onlineResize: boolean;
   readonly #machine: FakeMachine;
   readonly attached = new Map<string, Attachment>();
   /** When set, attach waits for it (to hold an operation in flight). */
   gate: Promise<void> | undefined;
   #nextDevice = 0;
 
-  constructor(machine: FakeMachine) {
+  constructor(machine: FakeMachine, onlineResize: boolean) {
     this.#machine = machine;
+    this.onlineResize = onlineResize;
+    this.kind = onlineResize ? 'fuse' : 'nbdfuse';
   }
 
   async attach(req: AttachRequest): Promise<AttachedDevice> {
@@ -89,9 +93,10 @@ export class FakeAttacher implements Attacher {
     const exportBytes = this.#machine.exports.get(req.exportName) ?? 0;
     if (device.sizeBytes >= exportBytes) return { devicePath: current.devicePath, sizeBytes: device.sizeBytes, reattached: false };
     const users = this.#machine.usersOf(current.devicePath);
-    if (users.length > 0) throw new AttachError('ONLINE_RESIZE_UNSUPPORTED', `${current.devicePath} is in use`);
+    if (!this.onlineResize && users.length > 0) throw new AttachError('ONLINE_RESIZE_UNSUPPORTED', `${current.devicePath} is in use`);
     device.sizeBytes = exportBytes;
-    return { devicePath: current.devicePath, sizeBytes: exportBytes, reattached: true };
+    this.#machine.log.push(`refresh ${current.devicePath}`);
+    return { devicePath: current.devicePath, sizeBytes: exportBytes, reattached: !this.onlineResize };
   }
 
   /** Simulates a dead attachment (nbdfuse exited): find() stops seeing it. */
@@ -115,10 +120,12 @@ export class FakeMachine {
   readonly attacher: FakeAttacher;
   readonly log: string[] = [];
   engineDown = false;
+  /** Whether the process holds CAP_SYS_RESOURCE; without it, growing a mounted ext4 fails (EPERM). */
+  capSysResource = true;
   readonly system: NodeSystem;
 
-  constructor() {
-    this.attacher = new FakeAttacher(this);
+  constructor(opts: { onlineResize?: boolean } = {}) {
+    this.attacher = new FakeAttacher(this, opts.onlineResize ?? false);
     this.system = this.#buildSystem();
   }
 
@@ -180,13 +187,15 @@ export class FakeMachine {
         this.paths.delete(path);
       },
       pathExists: async (path) => this.paths.has(path) || this.mounts.has(path),
-      growFilesystem: async (mountPath) => {
+      growFilesystem: async (mountPath, fsType) => {
         const m = this.mounts.get(mountPath);
         if (m === undefined) throw new MountError('NOT_MOUNTED', `nothing is mounted at ${mountPath}`);
+        if (fsType === 'ext4' && !this.capSysResource) throw new MountError('MOUNT_FAILED', `resize2fs: Operation not permitted`);
         const d = this.#device(m.source);
         d.fsBytes = d.sizeBytes;
         this.log.push(`grow ${mountPath}`);
       },
+      canGrowExt4Online: async () => this.capSysResource,
       filesystemStats: async (path): Promise<FilesystemStats> => {
         const m = this.mounts.get(path);
         const source = m?.kind === 'bind' ? this.mounts.get(m.source)?.source : m?.source;

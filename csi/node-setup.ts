@@ -1,6 +1,6 @@
 /**
  * The Node service on the real machine in one call: chooses the attacher once (kernel NBD when
- * the machine has it, nbdfuse + loop otherwise; BRAID_ATTACHER forces one, csi/attach/select.ts)
+ * the machine has it, braid-fuse + loop otherwise; BRAID_ATTACHER forces one, csi/attach/select.ts)
  * and wires it with the mount helpers. `braid serve` and the integration tests use this.
  */
 import { resolve } from 'node:path';

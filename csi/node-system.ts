@@ -12,6 +12,7 @@ import { deviceSizeBytes, filesystemStats, formatIfNeeded, growFilesystem, probe
 import type { DeviceContent, FilesystemStats, FsType } from './mount/filesystem.ts';
 import { bindMount, isMountPoint, majorMinorOf, mount, unmount } from './mount/mount.ts';
 import { readMountTable } from './mount/mountinfo.ts';
+import { CAP_SYS_RESOURCE, hasCapability } from './node-capabilities.ts';
 import { exportSize } from './node-export.ts';
 
 export interface NodeSystem {
@@ -28,6 +29,8 @@ export interface NodeSystem {
   removeTarget(path: string): Promise<void>;
   pathExists(path: string): Promise<boolean>;
   growFilesystem(mountPath: string, fsType: FsType): Promise<void>;
+  /** Whether this process may grow a mounted ext4 (resize2fs needs CAP_SYS_RESOURCE for that). */
+  canGrowExt4Online(): Promise<boolean>;
   filesystemStats(path: string): Promise<FilesystemStats>;
   deviceSizeBytes(device: string): Promise<number>;
   setDeviceReadOnly(device: string, readOnly: boolean): Promise<void>;
@@ -54,6 +57,7 @@ export function systemNodeSystem(attacher: Attacher, exec: Exec = execTool): Nod
     removeTarget,
     pathExists,
     growFilesystem: (mountPath, fsType) => growFilesystem(mountPath, fsType, exec),
+    canGrowExt4Online: () => hasCapability(CAP_SYS_RESOURCE),
     filesystemStats,
     deviceSizeBytes: (device) => deviceSizeBytes(device, exec),
     setDeviceReadOnly: async (device, readOnly) => {

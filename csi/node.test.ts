@@ -1,7 +1,7 @@
 /**
  * The Node service's CSI rules against an in-memory machine (node-fakes.ts): validation,
- * idempotency, status codes, state across a restart, offline expansion. The same flows on real
- * devices: test/csi-node.test.ts.
+ * idempotency, status codes, state across a restart, offline and online expansion. The same
+ * flows on real devices: test/csi-node.test.ts.
  */
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -342,7 +342,11 @@ describe('NodeGetVolumeStats', () => {
   });
 });
 
-describe('NodeExpandVolume (offline)', () => {
+describe('NodeExpandVolume (offline: kernel NBD, nbdfuse)', () => {
+  it('says it expands offline', () => {
+    expect(node.onlineExpansion).toBe(false);
+  });
+
   it('grows the filesystem of a volume staged after the controller grew it', async () => {
     await node.nodeStageVolume(stageReq(), ctx);
     await node.nodeUnstageVolume({ volumeId: 'vol1', stagingTargetPath: STAGING }, ctx);
@@ -378,5 +382,55 @@ describe('NodeExpandVolume (offline)', () => {
     expect(await codeOf(node.nodeExpandVolume(expandReq('/not/ours'), ctx))).toBe('NOT_FOUND');
     expect(await codeOf(node.nodeExpandVolume(expandReq(STAGING, { volumeId: 'other' }), ctx))).toBe('NOT_FOUND');
     expect(await codeOf(node.nodeExpandVolume(expandReq(STAGING, { volumeCapability: blockCap() }), ctx))).toBe('INVALID_ARGUMENT');
+  });
+});
+
+describe('NodeExpandVolume (online: braid-fuse)', () => {
+  beforeEach(() => {
+    machine = new FakeMachine({ onlineResize: true });
+    machine.exports.set('vol1', 64 * MiB);
+    machine.paths.add(STAGING);
+    node = newNode();
+  });
+
+  it('says it expands online', () => {
+    expect(node.onlineExpansion).toBe(true);
+  });
+
+  it('grows a mounted and published filesystem in place: refresh, then the filesystem', async () => {
+    await node.nodeStageVolume(stageReq({ volumeCapability: mountCap('xfs') }), ctx);
+    await node.nodePublishVolume(publishReq({ volumeCapability: mountCap('xfs') }));
+    machine.exports.set('vol1', 128 * MiB); // ControllerExpandVolume
+    const res = await node.nodeExpandVolume(expandReq(TARGET, { capacityRange: { requiredBytes: String(128 * MiB), limitBytes: '0' } }), ctx);
+    expect(res).toEqual({ capacityBytes: String(128 * MiB) });
+    expect(machine.log.slice(-2)).toEqual(['refresh /dev/loop0', `grow ${STAGING}`]);
+    expect(machine.mounts.has(TARGET)).toBe(true); // never unpublished
+    const stats = await node.nodeGetVolumeStats(statsReq(TARGET));
+    expect(stats.usage[0]?.total).toBe(String(128 * MiB));
+    // Asked again: nothing left to grow, the filesystem grow is a no-op.
+    expect(await node.nodeExpandVolume(expandReq(STAGING), ctx)).toEqual({ capacityBytes: String(128 * MiB) });
+  });
+
+  it('grows a published block device in place', async () => {
+    await node.nodeStageVolume(stageReq({ volumeCapability: blockCap() }), ctx);
+    await node.nodePublishVolume(publishReq({ volumeCapability: blockCap() }));
+    machine.exports.set('vol1', 96 * MiB);
+    expect(await node.nodeExpandVolume(expandReq(TARGET), ctx)).toEqual({ capacityBytes: String(96 * MiB) });
+    expect(machine.log).not.toContain(`grow ${STAGING}`);
+  });
+
+  it('an ext4 that cannot grow mounted (no CAP_SYS_RESOURCE) is a clear FAILED_PRECONDITION; the device did grow', async () => {
+    machine.capSysResource = false;
+    await node.nodeStageVolume(stageReq({ volumeCapability: mountCap('ext4') }), ctx);
+    machine.exports.set('vol1', 128 * MiB);
+    let message = '';
+    try {
+      await node.nodeExpandVolume(expandReq(STAGING), ctx);
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/CAP_SYS_RESOURCE/);
+    expect(await codeOf(node.nodeExpandVolume(expandReq(STAGING), ctx))).toBe('FAILED_PRECONDITION');
+    expect(machine.devices.get('/dev/loop0')?.sizeBytes).toBe(128 * MiB);
   });
 });

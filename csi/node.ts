@@ -14,12 +14,16 @@
  * so a plugin restarted at any point finds, publishes and cleans up what an earlier process
  * staged; the attacher rebuilds its own view from its state and the live system.
  *
- * Expansion is OFFLINE only: both attachers read the export size once, at connect, so a device
- * sees a grown volume only after a re-attach, which needs it unused (not mounted, not bound, not
- * open). The Kubernetes offline flow does exactly that: the volume is unstaged while the
- * controller grows it, the next NodeStageVolume attaches afresh, and NodeExpandVolume grows the
- * filesystem. A NodeExpandVolume that would need a re-attach of a device in use is
- * FAILED_PRECONDITION (the spec's answer for "cannot expand while published or staged").
+ * Expansion follows the attacher. With braid-fuse (`fuse`, onlineResize) it is ONLINE: the
+ * attacher grows the device in place, mounted or open, and NodeExpandVolume then grows the
+ * filesystem (xfs_growfs, resize2fs). With kernel NBD or nbdfuse it is OFFLINE: they read the
+ * export size once, at connect, so a device sees a grown volume only after a re-attach, which
+ * needs it unused (not mounted, not bound, not open). The Kubernetes offline flow does exactly
+ * that: the volume is unstaged while the controller grows it, the next NodeStageVolume attaches
+ * afresh, and NodeExpandVolume grows the filesystem. A NodeExpandVolume that would need a
+ * re-attach of a device in use is FAILED_PRECONDITION (the spec's answer for "cannot expand while
+ * published or staged"), and so is an ext4 that cannot grow mounted because the plugin lacks
+ * CAP_SYS_RESOURCE.
  */
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -91,6 +95,11 @@ export class NodeService {
     this.#attachDir = join(opts.stateDir, NODE_ATTACH_DIR);
     this.#defaultSocket = opts.defaultNbdSocketPath;
     this.#maxVolumes = opts.maxVolumesPerNode ?? DEFAULT_MAX_VOLUMES_PER_NODE;
+  }
+
+  /** Whether NodeExpandVolume grows volumes in use: what Identity advertises (ONLINE / OFFLINE). */
+  get onlineExpansion(): boolean {
+    return this.#system.attacher.onlineResize;
   }
 
   async nodeGetInfo(): Promise<NodeGetInfoResponse> {
@@ -294,11 +303,39 @@ export class NodeService {
       throw new CsiError(status.OUT_OF_RANGE, `volume ${spec.volumeId} is ${exportBytes} bytes, less than the ${spec.range.requiredBytes} asked: ControllerExpandVolume first`);
     }
     if ((await this.#system.deviceSizeBytes(devicePath)) < exportBytes) {
-      devicePath = await this.#reattachToGrow(record, devicePath, exportBytes);
-      logger.info({ volumeId: spec.volumeId, devicePath, exportBytes }, 're-attached the volume to see its new size');
+      if (this.#system.attacher.onlineResize) {
+        devicePath = await this.#growOnline(record);
+        logger.info({ volumeId: spec.volumeId, devicePath, exportBytes }, 'grew the device online');
+      } else {
+        devicePath = await this.#reattachToGrow(record, devicePath, exportBytes);
+        logger.info({ volumeId: spec.volumeId, devicePath, exportBytes }, 're-attached the volume to see its new size');
+      }
     }
-    if (record.accessType === 'mount') await this.#system.growFilesystem(record.stagingPath, record.fsType ?? 'ext4');
+    if (record.accessType === 'mount') await this.#growFilesystem(record, devicePath);
     return this.#system.deviceSizeBytes(devicePath);
+  }
+
+  /** The attacher grows the device in place, in use or not. */
+  async #growOnline(record: StagedVolume): Promise<string> {
+    const refreshed = await this.#system.attacher.refresh({ exportName: record.exportName, socketPath: record.socketPath, stateDir: this.#attachDir });
+    await this.#saveDevice(record, refreshed.devicePath);
+    return refreshed.devicePath;
+  }
+
+  /** Grows the mounted filesystem to the device; an ext4 the process may not grow mounted is FAILED_PRECONDITION, not a crash. */
+  async #growFilesystem(record: StagedVolume, devicePath: string): Promise<void> {
+    const fsType = record.fsType ?? 'ext4';
+    try {
+      await this.#system.growFilesystem(record.stagingPath, fsType);
+    } catch (err) {
+      if (fsType !== 'ext4' || (await this.#system.canGrowExt4Online())) throw err;
+      throw new CsiError(
+        status.FAILED_PRECONDITION,
+        `volume ${record.volumeId}: ${devicePath} has grown, but its ext4 filesystem cannot grow while mounted: resize2fs needs ` +
+          'CAP_SYS_RESOURCE, which the node plugin does not have (grant it to the plugin, or use xfs)',
+        { cause: err },
+      );
+    }
   }
 
   /** Re-attaches an unused device so that it sees the grown export; FAILED_PRECONDITION when in use. */

@@ -1,11 +1,13 @@
 /**
  * An Attacher turns an NBD export of the engine into a kernel block device on this node, and
- * back. Two implementations (DESIGN.md §2, "Node attach"):
- *   - `nbd`: kernel NBD through nbd-client → /dev/nbdN (production);
- *   - `nbdfuse`: nbdfuse exposes the export as a file on a FUSE mount, and a loop device over
- *     that file gives /dev/loopN (machines without the nbd module, such as our CI).
+ * back. Three implementations (DESIGN.md §2, "Node attach"):
+ *   - `nbd`: kernel NBD through nbd-client → /dev/nbdN (production where the module exists);
+ *   - `fuse`: braid-fuse, our own FUSE server (csi/attach/fuse/), exposes the export as a file,
+ *     and a loop device over that file gives /dev/loopN. It reconnects across engine restarts
+ *     (replaying unflushed writes) and grows online. The default without the nbd module;
+ *   - `nbdfuse`: the same shape with libnbd's nbdfuse: no reconnect, offline growth only.
  *
- * Contract, the same for both:
+ * Contract, the same for all:
  *   - Every operation is idempotent and keyed by export name: attaching an attached export
  *     returns the same device; detaching a detached one succeeds.
  *   - What is attached is recorded in `stateDir` (one small JSON file per export, replaced
@@ -18,7 +20,7 @@
  *     same export at once (the plugin and a `braid attach` by hand) are not guarded against.
  */
 
-export type AttacherKind = 'nbd' | 'nbdfuse';
+export type AttacherKind = 'nbd' | 'fuse' | 'nbdfuse';
 
 export interface AttachRequest {
   /** The export (volume) name, as the engine serves it. */
@@ -49,9 +51,10 @@ export interface RefreshResult extends AttachedDevice {
 export interface Attacher {
   readonly kind: AttacherKind;
   /**
-   * Whether `refresh` can make a device that is in use (mounted, open) see a grown export.
-   * Neither attacher can today: NBD has no way for a server to announce a new size, and both
-   * clients read the size once at connect. The node service advertises offline expansion only.
+   * Whether `refresh` can make a device that is in use (mounted, open) see a grown export. Only
+   * `fuse` can: NBD has no way for a server to announce a new size, nbd-client and nbdfuse read
+   * it once at connect, while braid-fuse asks again when told. The Identity service advertises
+   * ONLINE expansion exactly when the node's attacher has this.
    */
   readonly onlineResize: boolean;
   attach(req: AttachRequest): Promise<AttachedDevice>;
@@ -59,9 +62,10 @@ export interface Attacher {
   /** The device of an attached, healthy export, or undefined. */
   find(exportName: string, stateDir: string): Promise<AttachedDevice | undefined>;
   /**
-   * Makes the device see the export's current size. A no-op when it already does; otherwise a
-   * detach and attach (on the same device node when it is still free), which needs the device
-   * unused: ONLINE_RESIZE_UNSUPPORTED when it is in use.
+   * Makes the device see the export's current size. A no-op when it already does. With
+   * `onlineResize`, the device grows in place, in use or not; otherwise a detach and attach (on
+   * the same device node when it is still free), which needs the device unused:
+   * ONLINE_RESIZE_UNSUPPORTED when it is in use.
    */
   refresh(req: AttachRequest): Promise<RefreshResult>;
 }

@@ -3,13 +3,14 @@
  * an NBD URI, so only names that are safe in both are accepted: the engine's own volume-name
  * alphabet (CLI.md), with upper case allowed. No '/', no leading '.', no '..'.
  */
+import { quoteName } from '../../engine/names.ts';
 import { AttachError } from './errors.ts';
 
 const EXPORT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function checkExportName(exportName: string): void {
   if (!EXPORT_NAME.test(exportName)) {
-    throw new AttachError('INVALID_ARGUMENT', `export name ${JSON.stringify(exportName)} must match ${EXPORT_NAME.source}`);
+    throw new AttachError('INVALID_ARGUMENT', `export name ${quoteName(exportName)} must match ${EXPORT_NAME.source}`);
   }
 }
 

@@ -36,7 +36,22 @@ export interface NbdState {
   devicePath: string;
 }
 
-export type AttachState = NbdfuseState | NbdState;
+export interface FuseState {
+  version: typeof STATE_VERSION;
+  kind: 'fuse';
+  exportName: string;
+  socketPath: string;
+  /** The FUSE mount point of braid-fuse; the export is the file `disk` inside it. */
+  mountDir: string;
+  /** braid-fuse's control socket. */
+  controlSocket: string;
+  /** braid-fuse's process id (checked against /proc before use: ids are reused). */
+  pid: number;
+  /** /dev/loopN, or null between starting braid-fuse and binding the loop device. */
+  loopDevice: string | null;
+}
+
+export type AttachState = NbdfuseState | NbdState | FuseState;
 
 export function statePath(stateDir: string, exportName: string): string {
   return join(stateDir, `${exportName}.json`);
@@ -85,6 +100,12 @@ export function asState(value: unknown): AttachState | undefined {
     const loop = v['loopDevice'];
     if (typeof v['mountDir'] !== 'string' || !Number.isSafeInteger(v['pid']) || (loop !== null && typeof loop !== 'string')) return undefined;
     return { ...common, kind: 'nbdfuse', mountDir: v['mountDir'], pid: v['pid'] as number, loopDevice: loop };
+  }
+  if (v['kind'] === 'fuse') {
+    const loop = v['loopDevice'];
+    if (typeof v['mountDir'] !== 'string' || typeof v['controlSocket'] !== 'string' || !Number.isSafeInteger(v['pid'])) return undefined;
+    if (loop !== null && typeof loop !== 'string') return undefined;
+    return { ...common, kind: 'fuse', mountDir: v['mountDir'], controlSocket: v['controlSocket'], pid: v['pid'] as number, loopDevice: loop };
   }
   if (v['kind'] === 'nbd') {
     if (typeof v['devicePath'] !== 'string') return undefined;
