@@ -9,12 +9,17 @@ declare -A PACKAGE_OF=(
   [nbdinfo]=libnbd-bin [nbdcopy]=libnbd-bin [nbdfuse]=libnbd-bin
   [nbdkit]=nbdkit [fio]=fio
   [mkfs.ext4]=e2fsprogs [mkfs.xfs]=xfsprogs [fusermount3]=fuse3 [losetup]=mount
+  [qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio
 )
 
 missing=()
 for tool in "${!PACKAGE_OF[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${PACKAGE_OF[$tool]}")
 done
+# The QEMU guest test (e2e/) boots Debian's kernel with an initramfs built from a static
+# busybox; neither is a command on PATH, so they are checked as files.
+compgen -G '/boot/vmlinuz-*' >/dev/null || missing+=(linux-image-amd64)
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
 # fio must have been built with the nbd engine (Debian's is).
 if command -v fio >/dev/null 2>&1 && ! fio --enghelp 2>/dev/null | grep -qx $'\tnbd'; then
   echo "install-test-deps: this fio has no nbd engine; install Debian's fio" >&2
