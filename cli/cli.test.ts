@@ -12,6 +12,7 @@ import { EngineApiServer } from '../engine/api/server.ts';
 import { EngineError } from '../engine/errors.ts';
 import { silentLogger } from '../engine/logger.ts';
 import { FakeVolumeManager } from '../test/fixtures/fake-volume-manager.ts';
+import type { EngineDaemonOptions } from '../engine/daemon.ts';
 import type { CliContext, StartedDaemon } from './context.ts';
 import { runCli } from './run.ts';
 
@@ -140,12 +141,12 @@ describe('volume create --dedup', () => {
     expect([...manager.dedup]).toEqual(['deduped']);
   });
 
-  it('says in its help that inline dedup is not implemented yet', async () => {
+  it('says in its help what dedup does', async () => {
     const r = await braid(['volume', 'create', '--help']);
     expect(r.code).toBe(0);
     const help = r.stdout.replace(/\s+/g, ' ');
     expect(help).toContain('--dedup');
-    expect(help).toContain('recorded and inherited by clones; inline dedup is not implemented yet');
+    expect(help).toContain('store identical 4 KiB blocks once, matched by SHA-256');
   });
 });
 
@@ -498,14 +499,17 @@ describe('serve', () => {
     expect(logs.filter((l) => l['component'] === undefined).map((l) => l['msg'])).toEqual([ready?.['msg'], 'shutting down', 'stopped']);
   });
 
-  it('warns that --cache-size and --metrics-addr are not used yet', async () => {
-    const logLines: string[] = [];
-    const r = await braid(['serve', '--data', dir, '--cache-size', '1G', '--metrics-addr', '127.0.0.1:9090'], {
-      startDaemon: async () => fakeDaemon(),
-      logStream: { write: (line: string) => logLines.push(line) },
+  it('hands --metrics-addr and the socket access to the daemon', async () => {
+    let given: EngineDaemonOptions | undefined;
+    const r = await braid(['serve', '--data', dir, '--metrics-addr', '127.0.0.1:9090', '--socket-mode', '0660'], {
+      startDaemon: async (opts) => {
+        given = opts;
+        return fakeDaemon();
+      },
     });
     expect(r.code).toBe(0);
-    expect(logLines.filter((l) => l.includes('not used yet'))).toHaveLength(2);
+    expect(given).toMatchObject({ metrics: { host: '127.0.0.1', port: 9090 }, socketMode: 0o660 });
+    expect(given).not.toHaveProperty('socketGid');
   });
 
   it('checks its arguments before starting anything', async () => {

@@ -9,6 +9,8 @@ import type { EngineDaemonOptions } from '../engine/daemon.ts';
 export interface StartedDaemon {
   nbdSocketPath: string;
   engineSocketPath: string;
+  /** HOST:PORT of the metrics server, when --metrics-addr asked for one. */
+  metricsAddress?: string;
   close(): Promise<void>;
 }
 

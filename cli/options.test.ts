@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { UsageError } from './errors.ts';
-import { parseHostPort, parseSizeArgument } from './options.ts';
+import { parseCountArgument, parseHostPort, parseSizeArgument } from './options.ts';
 
 describe('parseSizeArgument', () => {
   it.each([
@@ -19,6 +19,18 @@ describe('parseSizeArgument', () => {
   it.each(['12X', '', '1.5G', '-1G', 'G', '1 G B', '99999999999999999999'])('%j is a usage error', (text) => {
     expect(() => parseSizeArgument(text)).toThrow(UsageError);
     expect(() => parseSizeArgument(text)).toThrow(`invalid size ${JSON.stringify(text)}: use bytes or a K/M/G/T suffix`);
+  });
+});
+
+describe('parseCountArgument', () => {
+  it('accepts whole numbers from 1', () => {
+    expect(parseCountArgument('--max-connections', '1')).toBe(1);
+    expect(parseCountArgument('--max-connections', '1024')).toBe(1024);
+  });
+
+  it.each(['0', '-1', '1.5', '', 'ten', '1e3', ' 5', '9999999999999999'])('%j is a usage error', (text) => {
+    expect(() => parseCountArgument('--max-connections', text)).toThrow(UsageError);
+    expect(() => parseCountArgument('--max-connections', text)).toThrow(`invalid --max-connections ${JSON.stringify(text)}`);
   });
 });
 

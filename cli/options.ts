@@ -23,6 +23,13 @@ export function parseSizeArgument(text: string): number {
   return sizeBytes;
 }
 
+/** A count argument (`--max-connections 64`): a whole number from 1 up. A bad one is a usage error. */
+export function parseCountArgument(flag: string, text: string): number {
+  const count = /^[0-9]{1,15}$/.test(text) ? Number(text) : NaN;
+  if (!(count >= 1)) throw new UsageError(`invalid ${flag} ${JSON.stringify(text)}: use a whole number of at least 1`);
+  return count;
+}
+
 /** HOST:PORT, e.g. 127.0.0.1:9090 or [::1]:9090. */
 export function parseHostPort(text: string): { host: string; port: number } {
   const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s[\]]*):(\d{1,5})$/.exec(text);

@@ -81,6 +81,7 @@ export function statsJson(s: PoolStats): string {
     fdatasyncs: s.fdatasyncs,
     volumeCount: s.volumes,
     readOnly: s.readOnly,
+    ...(s.readOnlyReason === undefined ? {} : { readOnlyReason: s.readOnlyReason }),
     segments: s.segments,
     segmentsCleaned: s.segmentsCleaned,
     blocksRelocated: s.blocksRelocated,
@@ -107,7 +108,7 @@ export function formatStats(s: PoolStats): string {
     ['batches / fdatasyncs', `${s.batches} / ${s.fdatasyncs}`],
     ['log segments', String(s.segments)],
     ['cleaner', `${s.segmentsCleaned} segments freed, ${s.blocksRelocated} blocks moved`],
-    ['state', s.readOnly ? 'READ-ONLY (after an I/O error: see the engine log)' : 'read-write'],
+    ['state', s.readOnly ? `READ-ONLY: ${s.readOnlyReason ?? 'after an I/O error (see the engine log)'}` : 'read-write'],
   ];
   const width = Math.max(...rows.map(([label]) => label.length));
   return rows.map(([label, value]) => `${label.padEnd(width)}  ${value}`).join('\n') + '\n';

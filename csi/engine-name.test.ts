@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isValidName } from '../engine/names.ts';
+import { HOSTILE_NAMES } from '../test/lib/hostile-names.ts';
 import { engineNameFor } from './engine-name.ts';
 
 describe('engineNameFor', () => {
@@ -29,5 +30,22 @@ describe('engineNameFor', () => {
         if (a !== b) expect(engineNameFor(b)).not.toBe(na);
       }),
     );
+  });
+});
+
+describe('engineNameFor on hostile CSI names', () => {
+  it('turns traversal, separators, NUL, newlines, escapes, unicode and long names into distinct valid engine names', () => {
+    const seen = new Map<string, string>();
+    for (const csiName of HOSTILE_NAMES) {
+      const name = engineNameFor(csiName);
+      expect(isValidName(name), JSON.stringify(csiName)).toBe(true);
+      expect(name).not.toMatch(/[/\\\0-\x1f]|^\.|^-/);
+      expect(seen.get(name), `${JSON.stringify(csiName)} and ${JSON.stringify(seen.get(name))} collide`).toBeUndefined();
+      seen.set(name, csiName);
+    }
+    expect(engineNameFor('../etc/passwd')).toMatch(/^etc-passwd\.[0-9a-f]{16}$/);
+    expect(engineNameFor('..')).toMatch(/^v\.[0-9a-f]{16}$/);
+    expect(engineNameFor('nul\0byte')).toMatch(/^nul-byte\.[0-9a-f]{16}$/);
+    expect(engineNameFor('x'.repeat(5000)).length).toBeLessThanOrEqual(128);
   });
 });

@@ -16,8 +16,12 @@ import { EngineApiServer, DEFAULT_SOCKET_MODE } from './api/server.ts';
 import { poolSockets } from './socket-path.ts';
 import { EngineError } from './errors.ts';
 import type { Logger } from './logger.ts';
+import { EngineMetrics } from './metrics.ts';
+import { MetricsServer } from './metrics-server.ts';
 import { NbdServer } from './nbd/server.ts';
+import type { NbdLimits } from './nbd/server.ts';
 import { Pool } from './pool.ts';
+import { applySocketAccess, shareDirectoryWithGroup, withPrivateUmask } from './socket-access.ts';
 
 export interface EngineDaemonOptions {
   /** The pool directory; created (mode 0700) if missing. */
@@ -25,8 +29,16 @@ export interface EngineDaemonOptions {
   logger: Logger;
   /** Pool capacity; the pool's own default when absent. */
   capacityBytes?: number;
+  /** Shared block cache size; the pool's default when absent. */
+  cacheBytes?: number;
   /** Mode of both sockets; 0600 by default. */
   socketMode?: number;
+  /** Group of both sockets and of the pool directory (which gets g+x); unchanged when absent. */
+  socketGid?: number;
+  /** Serve Prometheus metrics over HTTP here (port 0: any free port); none when absent. */
+  metrics?: { host: string; port: number };
+  /** NBD server limits (connections, write memory, timeouts); the server's defaults when absent. */
+  nbd?: NbdLimits;
 }
 
 export interface EngineDaemon {
@@ -34,6 +46,8 @@ export interface EngineDaemon {
   /** Absolute paths of the sockets. */
   nbdSocketPath: string;
   engineSocketPath: string;
+  /** HOST:PORT the metrics are served on, when asked for. */
+  metricsAddress?: string;
   /** Stops everything in reverse start order. Idempotent; resolves after the pool is closed. */
   close(): Promise<void>;
 }
@@ -46,28 +60,39 @@ interface Step {
 
 export async function startEngineDaemon(opts: EngineDaemonOptions): Promise<EngineDaemon> {
   const dir = resolve(opts.dir);
-  const socketMode = opts.socketMode ?? DEFAULT_SOCKET_MODE;
   const logger = opts.logger;
   const { nbdSocketPath, engineSocketPath } = poolSockets(dir);
   const started: Step[] = [];
 
   try {
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const poolOptions = { dir, logger: logger.child({ component: 'pool' }) };
+    if (opts.socketGid !== undefined) await shareDirectoryWithGroup(dir, opts.socketGid);
+    const poolOptions = { dir, logger: logger.child({ component: 'pool' }), ...(opts.cacheBytes === undefined ? {} : { cacheBytes: opts.cacheBytes }) };
     const pool = await Pool.open(opts.capacityBytes === undefined ? poolOptions : { ...poolOptions, capacityBytes: opts.capacityBytes });
     started.push({ name: 'pool', close: () => pool.close() });
 
-    const nbd = new NbdServer({ exports: pool, logger: logger.child({ component: 'nbd' }) });
-    await nbd.listen(nbdSocketPath, socketMode);
+    const nbd = new NbdServer({ ...opts.nbd, exports: pool, logger: logger.child({ component: 'nbd' }) });
+    await listenSocket(opts, (mode) => nbd.listen(nbdSocketPath, mode));
     started.push({ name: 'nbd', close: () => nbd.close() });
+    await shareSocket(nbdSocketPath, opts);
 
     const api = new EngineApiServer({ manager: pool, logger: logger.child({ component: 'api' }) });
-    await api.listen(engineSocketPath, socketMode);
+    await listenSocket(opts, (mode) => api.listen(engineSocketPath, mode));
     started.push({ name: 'api', close: () => api.close() });
+    await shareSocket(engineSocketPath, opts);
+
+    let metricsAddress: string | undefined;
+    if (opts.metrics !== undefined) {
+      // Read on scrape from the pool and the NBD server: nothing on the I/O path.
+      const metrics = new EngineMetrics({ stats: () => pool.stats(), nbdConnections: () => nbd.connectionCount }, { processMetrics: true });
+      const server = new MetricsServer(metrics, logger.child({ component: 'metrics' }));
+      metricsAddress = await server.listen(opts.metrics.host, opts.metrics.port);
+      started.push({ name: 'metrics', close: () => server.close() });
+    }
 
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> => (closing ??= closeInReverse(started, logger));
-    return { pool, nbdSocketPath, engineSocketPath, close };
+    return { pool, nbdSocketPath, engineSocketPath, ...(metricsAddress === undefined ? {} : { metricsAddress }), close };
   } catch (err) {
     // An EngineError is an operating condition (pool locked, socket in use): no stack needed.
     const reason = err instanceof EngineError ? { code: err.code, reason: err.message } : { err };
@@ -78,6 +103,20 @@ export async function startEngineDaemon(opts: EngineDaemonOptions): Promise<Engi
     });
     throw err;
   }
+}
+
+/**
+ * Binds a socket born owner-only (socket-access.ts). With a group to share it with, it listens
+ * as 0600 and gets its group and final mode in shareSocket(), in that order.
+ */
+function listenSocket(opts: EngineDaemonOptions, listen: (mode: number) => Promise<void>): Promise<void> {
+  const mode = opts.socketGid === undefined ? (opts.socketMode ?? DEFAULT_SOCKET_MODE) : DEFAULT_SOCKET_MODE;
+  return withPrivateUmask(() => listen(mode));
+}
+
+async function shareSocket(socketPath: string, opts: EngineDaemonOptions): Promise<void> {
+  if (opts.socketGid === undefined) return;
+  await applySocketAccess(socketPath, { mode: opts.socketMode ?? DEFAULT_SOCKET_MODE, gid: opts.socketGid });
 }
 
 /**

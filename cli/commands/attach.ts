@@ -2,7 +2,7 @@
  * `braid attach NAME` / `braid detach NAME`: a volume of the running engine as a real block
  * device on this machine, for a user (the CSI node plugin uses the same attachers).
  *
- * The attacher is chosen as the plugin chooses it (kernel NBD if present, else nbdfuse + loop;
+ * The attacher is chosen as the plugin chooses it (kernel NBD if present, else braid-fuse + loop;
  * BRAID_ATTACHER overrides), the NBD socket is DIR/nbd.sock, and attach state lives in
  * DIR/attach/. `attach` prints only the device path, so scripts can use `$(braid attach vm1)`.
  * `detach` does not need the engine: a device can be let go even when the engine is down.

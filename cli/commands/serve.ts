@@ -9,17 +9,22 @@
  * Order: engine, then CSI, so that the first CSI call finds an engine; on the way down CSI
  * closes first, so no CSI call is left talking to a closing engine.
  */
-import { hostname } from 'node:os';
+import { hostname, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Option } from 'commander';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import type { LocalCsi } from '../../csi/local-mode.ts';
 import { socketPathOf } from '../../csi/socket.ts';
+import { EngineError } from '../../engine/errors.ts';
 import type { Logger } from '../../engine/logger.ts';
+import { DEFAULT_MAX_REQUEST_BYTES } from '../../engine/nbd/protocol.ts';
+import type { NbdLimits } from '../../engine/nbd/server.ts';
+import { applySocketAccess, DEFAULT_SOCKET_MODE, parseSocketMode, resolveGroup, withPrivateUmask } from '../../engine/socket-access.ts';
+import type { SocketAccess } from '../../engine/socket-access.ts';
 import type { CliContext, StartedDaemon } from '../context.ts';
 import { UsageError } from '../errors.ts';
-import { addDataOption, parseHostPort, parseSizeArgument } from '../options.ts';
+import { addDataOption, parseCountArgument, parseHostPort, parseSizeArgument } from '../options.ts';
 import { nbdUri } from '../output.ts';
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -29,21 +34,29 @@ interface ServeOptions {
   capacity?: string;
   cacheSize?: string;
   metricsAddr?: string;
+  socketMode?: string;
+  socketGroup?: string;
   logLevel: string;
   csiEndpoint?: string;
   nodeId?: string;
   nodeStateDir?: string;
+  maxConnections?: string;
+  maxInflightWriteBytes?: string;
 }
 
 export function registerServeCommand(program: Command, ctx: CliContext): void {
   addDataOption(program.command('serve'), ctx.env)
     .description('run the engine in the foreground: NBD on DIR/nbd.sock, the engine API on DIR/engine.sock, CSI on DIR/csi.sock')
     .option('--capacity <SIZE>', "pool capacity: bytes, or with a K/M/G/T suffix (default: the pool's own)")
-    .option('--cache-size <SIZE>', 'block cache size (accepted, not used yet)')
-    .option('--metrics-addr <HOST:PORT>', 'Prometheus metrics address (accepted, not used yet)')
+    .option('--cache-size <SIZE>', 'shared block cache (verified blocks by disk location): bytes or K/M/G/T (default: 1/16 of RAM, at most 4G)')
+    .option('--metrics-addr <HOST:PORT>', 'serve Prometheus metrics on http://HOST:PORT/metrics (port 0: any free port)')
+    .option('--socket-mode <MODE>', 'mode of nbd.sock, engine.sock and csi.sock, octal (default 0600)')
+    .option('--socket-group <GROUP>', 'group (name or gid) of the sockets; the pool directory gets it too, with g+x')
     .option('--csi-endpoint <ENDPOINT>', 'CSI socket: unix:///path or a path (default: unix://DIR/csi.sock)')
     .option('--node-id <ID>', 'this node in CSI topology and NodeGetInfo (default: the host name)')
     .option('--node-state-dir <DIR>', 'where the CSI node service records staged volumes (default: DIR/node)')
+    .option('--max-connections <N>', 'open NBD connections beyond which new ones are refused (default: 1024)')
+    .option('--max-inflight-write-bytes <SIZE>', 'NBD write data in flight over all connections before reading pauses (default: 256M, at least 32M)')
     .addOption(new Option('--log-level <LEVEL>', 'log level').choices(LOG_LEVELS).default('info'))
     .action((opts: ServeOptions) => serve(opts, ctx));
 }
@@ -55,8 +68,10 @@ async function serve(opts: ServeOptions, ctx: CliContext): Promise<void> {
   const { NODE_STATE_DIR_NAME } = await import('../../csi/node-setup.ts');
   // Every argument is checked before anything starts.
   const capacityBytes = opts.capacity === undefined ? undefined : parseSizeArgument(opts.capacity);
-  if (opts.cacheSize !== undefined) parseSizeArgument(opts.cacheSize);
-  if (opts.metricsAddr !== undefined) parseHostPort(opts.metricsAddr);
+  const cacheBytes = opts.cacheSize === undefined ? defaultCacheBytes() : parseSizeArgument(opts.cacheSize);
+  const metrics = opts.metricsAddr === undefined ? undefined : parseHostPort(opts.metricsAddr);
+  const access = await socketAccessOf(opts);
+  const nbd = nbdLimitsOf(opts);
   const dir = resolve(opts.data);
   const csiEndpoint = opts.csiEndpoint ?? `unix://${join(dir, CSI_SOCKET_NAME)}`;
   const csiSocketPath = csiSocketOf(csiEndpoint);
@@ -65,15 +80,34 @@ async function serve(opts: ServeOptions, ctx: CliContext): Promise<void> {
   const nodeStateDir = resolve(opts.nodeStateDir ?? join(dir, NODE_STATE_DIR_NAME));
 
   const logger: Logger = pino({ level: opts.logLevel, base: { pid: process.pid } }, ctx.logStream);
-  if (opts.cacheSize !== undefined) logger.warn('--cache-size is accepted but not used yet');
-  if (opts.metricsAddr !== undefined) logger.warn('--metrics-addr is accepted but not used yet: no metrics are served');
 
-  const daemon = await ctx.startDaemon({ dir, logger, ...(capacityBytes === undefined ? {} : { capacityBytes }) });
-  const csi = await startCsi(daemon, { dir, logger, nodeId, nodeStateDir, endpoint: csiEndpoint });
+  const daemon = await ctx.startDaemon({
+    dir,
+    logger,
+    ...(capacityBytes === undefined ? {} : { capacityBytes }),
+    cacheBytes,
+    ...(metrics === undefined ? {} : { metrics }),
+    socketMode: access.mode,
+    ...(access.gid === undefined ? {} : { socketGid: access.gid }),
+    nbd,
+  });
+  const csi = await startCsi(daemon, { dir, logger, nodeId, nodeStateDir, endpoint: csiEndpoint, access });
   const uriTemplate = nbdUri(daemon.nbdSocketPath, 'NAME');
+  const metricsUrl = daemon.metricsAddress === undefined ? undefined : `http://${daemon.metricsAddress}/metrics`;
   logger.info(
-    { dir, engineSocket: daemon.engineSocketPath, nbdSocket: daemon.nbdSocketPath, nbdUriTemplate: uriTemplate, csiSocket: csiSocketPath, nodeId },
-    `braid ready: engine API unix:${daemon.engineSocketPath}, NBD ${uriTemplate}, CSI unix:${csiSocketPath}`,
+    {
+      dir,
+      engineSocket: daemon.engineSocketPath,
+      nbdSocket: daemon.nbdSocketPath,
+      nbdUriTemplate: uriTemplate,
+      csiSocket: csiSocketPath,
+      nodeId,
+      socketMode: `0${access.mode.toString(8)}`,
+      ...(access.gid === undefined ? {} : { socketGid: access.gid }),
+      ...(metricsUrl === undefined ? {} : { metricsUrl }),
+    },
+    `braid ready: engine API unix:${daemon.engineSocketPath}, NBD ${uriTemplate}, CSI unix:${csiSocketPath}` +
+      (metricsUrl === undefined ? '' : `, metrics ${metricsUrl}`),
   );
 
   const signal = await ctx.waitForShutdown();
@@ -84,6 +118,33 @@ async function serve(opts: ServeOptions, ctx: CliContext): Promise<void> {
     await daemon.close();
   }
   logger.info('stopped');
+}
+
+/** --socket-mode and --socket-group, checked before anything starts (bad ones are usage errors). */
+async function socketAccessOf(opts: ServeOptions): Promise<SocketAccess> {
+  try {
+    const mode = opts.socketMode === undefined ? DEFAULT_SOCKET_MODE : parseSocketMode(opts.socketMode);
+    if (opts.socketGroup === undefined) return { mode };
+    return { mode, gid: await resolveGroup(opts.socketGroup) };
+  } catch (err) {
+    if (err instanceof EngineError && err.code === 'INVALID_ARGUMENT') throw new UsageError(err.message);
+    throw err;
+  }
+}
+
+/** The NBD limits given on the command line; absent ones keep the server's defaults. */
+function nbdLimitsOf(opts: ServeOptions): NbdLimits {
+  const limits: NbdLimits = {};
+  if (opts.maxConnections !== undefined) limits.maxConnections = parseCountArgument('--max-connections', opts.maxConnections);
+  if (opts.maxInflightWriteBytes !== undefined) {
+    const bytes = parseSizeArgument(opts.maxInflightWriteBytes);
+    // The largest NBD WRITE (the advertised maximum block size) must fit, or it would wait forever.
+    if (bytes < DEFAULT_MAX_REQUEST_BYTES) {
+      throw new UsageError(`--max-inflight-write-bytes must be at least 32M (the largest NBD write), not ${JSON.stringify(opts.maxInflightWriteBytes)}`);
+    }
+    limits.maxInflightWriteBytes = bytes;
+  }
+  return limits;
 }
 
 /** The endpoint's socket path; a malformed endpoint is a usage error, found before anything starts. */
@@ -101,6 +162,7 @@ interface CsiStart {
   nodeId: string;
   nodeStateDir: string;
   endpoint: string;
+  access: SocketAccess;
 }
 
 /** Local-mode CSI in front of the started engine; the engine is closed again if CSI cannot start. */
@@ -114,9 +176,24 @@ async function startCsi(daemon: StartedDaemon, opts: CsiStart): Promise<LocalCsi
       logger: opts.logger,
       defaultNbdSocketPath: daemon.nbdSocketPath,
     });
-    return await startLocalCsi({ dir: opts.dir, logger: opts.logger, nodeId: opts.nodeId, node, endpoint: opts.endpoint });
+    // Born owner-only and 0600 at bind like the engine's sockets, then given its group and mode.
+    const csi = await withPrivateUmask(() =>
+      startLocalCsi({ dir: opts.dir, logger: opts.logger, nodeId: opts.nodeId, node, endpoint: opts.endpoint, socketMode: DEFAULT_SOCKET_MODE }),
+    );
+    try {
+      await applySocketAccess(csi.server.socketPath, opts.access);
+    } catch (err) {
+      await csi.close();
+      throw err;
+    }
+    return csi;
   } catch (err) {
     await daemon.close();
     throw err;
   }
+}
+
+/** A sixteenth of RAM: boot storms of clones fit, and the page cache keeps most memory. */
+function defaultCacheBytes(): number {
+  return Math.min(4 * 1024 ** 3, Math.floor(totalmem() / 16 / 4096) * 4096);
 }

@@ -85,6 +85,13 @@ describe('every RPC', () => {
     expect(await client.stats()).toEqual(stats);
   });
 
+  it('carries the read-only state and its reason, and no reason while writable', async () => {
+    expect(await client.stats()).not.toHaveProperty('readOnlyReason');
+    const stats = { ...manager.stats(), readOnly: true, readOnlyReason: 'log write failed, the pool is read-only until restart: EIO' };
+    manager.stats = () => stats;
+    expect(await client.stats()).toEqual(stats);
+  });
+
   it('logs each call at debug level', async () => {
     await client.getVolume('nope').catch(() => {});
     await client.listVolumes();

@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MemoryExportProvider } from '../../test/fixtures/memory-device.ts';
 import { silentLogger } from '../logger.ts';
 import { TransmissionConnection } from './connection.ts';
+import { WriteBudget } from './write-budget.ts';
 import { EngineError } from '../errors.ts';
 import {
   NBD_CMD_BLOCK_STATUS,
@@ -39,13 +40,14 @@ import {
   startTestServer,
 } from './test-support.ts';
 import type { TestServer } from './test-support.ts';
+import type { NbdLimits } from './server.ts';
 
 const MiB = 1024 * 1024;
 const VOLUME_BYTES = 16 * MiB;
 
 let t: TestServer | null = null;
 
-async function start(options: { maxInFlightPerConnection?: number } = {}): Promise<TestServer> {
+async function start(options: NbdLimits = {}): Promise<TestServer> {
   t = await startTestServer((exports) => {
     exports.create('vol', VOLUME_BYTES);
     exports.create('snap', MiB, { readOnly: true });
@@ -397,6 +399,141 @@ describe('stream handling', () => {
   });
 });
 
+describe('write limits', () => {
+  const LIMIT = 64 * 1024;
+
+  it('refuses a WRITE beyond the end from its header, reserving nothing for the payload', async () => {
+    const { socketPath, server, exports } = await start();
+    const { client } = await openExport(socketPath, 'vol');
+    await client.writeAndFlush(request({ type: NBD_CMD_WRITE, handle: 1n, offset: VOLUME_BYTES - 4096, length: MiB }));
+    await client.writeAndFlush(Buffer.alloc(MiB / 2, 0x33));
+    expect(server.inflightWriteBytes).toBe(0);
+    client.write(Buffer.alloc(MiB / 2, 0x33));
+    expect(await readSimpleReply(client)).toEqual({ errno: NBD_EINVAL, handle: 1n });
+    expect(exports.volume('vol').allocatedBlocks).toBe(0);
+    expect((await readOk(client, 0, 4096)).length).toBe(4096);
+    client.destroy();
+  });
+
+  it('refuses a WRITE on a read-only export from its header and skips the payload', async () => {
+    const { socketPath, server } = await start();
+    const { client } = await openExport(socketPath, 'snap');
+    await client.writeAndFlush(request({ type: NBD_CMD_WRITE, handle: 1n, length: 8192 }));
+    expect(server.inflightWriteBytes).toBe(0);
+    client.write(Buffer.alloc(8192));
+    expect(await readSimpleReply(client)).toEqual({ errno: NBD_EPERM, handle: 1n });
+    expect((await readOk(client, 0, 512)).length).toBe(512);
+    client.destroy();
+  });
+
+  it('holds a WRITE in the budget from its header until it is answered', async () => {
+    const { socketPath, server, exports } = await start();
+    const volume = exports.volume('vol');
+    const { client } = await openExport(socketPath, 'vol');
+    await client.writeAndFlush(request({ type: NBD_CMD_WRITE, handle: 1n, length: 8192 }));
+    await vi.waitFor(() => expect(server.inflightWriteBytes).toBe(8192));
+    const release = volume.hold();
+    client.write(Buffer.alloc(8192, 7));
+    await vi.waitFor(() => expect(volume.inFlightOps).toBe(1));
+    expect(server.inflightWriteBytes).toBe(8192);
+    release();
+    expect(await readSimpleReply(client)).toEqual({ errno: 0, handle: 1n });
+    expect(server.inflightWriteBytes).toBe(0);
+    client.destroy();
+  });
+
+  it('makes a WRITE wait, with its connection paused, until the budget has room', async () => {
+    const { socketPath, server, exports } = await start({ maxRequestBytes: LIMIT, maxInflightWriteBytes: LIMIT });
+    const volume = exports.volume('vol');
+    const a = (await openExport(socketPath, 'vol')).client;
+    const b = (await openExport(socketPath, 'vol')).client;
+    // A takes the whole budget and sends only half its payload.
+    await a.writeAndFlush(request({ type: NBD_CMD_WRITE, handle: 1n, length: LIMIT }));
+    await a.writeAndFlush(Buffer.alloc(LIMIT / 2, 0xaa));
+    await vi.waitFor(() => expect(server.inflightWriteBytes).toBe(LIMIT));
+    // B's WRITE waits; the READ behind it is not even parsed (reading is paused, in order).
+    const bWrite = request({ type: NBD_CMD_WRITE, handle: 2n, offset: LIMIT, payload: Buffer.alloc(4096, 0xbb) });
+    await b.writeAndFlush(Buffer.concat([bWrite, request({ type: NBD_CMD_READ, handle: 3n, length: 512 })]));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(volume.peek(LIMIT, 1)[0]).toBe(0);
+    expect(volume.inFlightOps).toBe(0);
+    a.write(Buffer.alloc(LIMIT / 2, 0xaa));
+    expect(await readSimpleReply(a)).toEqual({ errno: 0, handle: 1n });
+    expect(await readSimpleReply(b)).toEqual({ errno: 0, handle: 2n });
+    expect(await readSimpleReply(b)).toEqual({ errno: 0, handle: 3n });
+    await b.read(512);
+    expect(volume.peek(LIMIT, 4096).every((x) => x === 0xbb)).toBe(true);
+    expect(server.inflightWriteBytes).toBe(0);
+    a.destroy();
+    b.destroy();
+  });
+
+  it('gives the budget back when a waiting or half-received WRITE is abandoned', async () => {
+    const { socketPath, server } = await start({ maxRequestBytes: LIMIT, maxInflightWriteBytes: LIMIT });
+    const a = (await openExport(socketPath, 'vol')).client;
+    const b = (await openExport(socketPath, 'vol')).client;
+    await a.writeAndFlush(request({ type: NBD_CMD_WRITE, handle: 1n, length: LIMIT }));
+    await a.writeAndFlush(Buffer.alloc(100));
+    await b.writeAndFlush(request({ type: NBD_CMD_WRITE, handle: 2n, length: LIMIT }));
+    await vi.waitFor(() => expect(server.inflightWriteBytes).toBe(LIMIT));
+    b.destroy();
+    await vi.waitFor(() => expect(server.connectionCount).toBe(1));
+    a.destroy();
+    await vi.waitFor(() => expect(server.connectionCount).toBe(0));
+    expect(server.inflightWriteBytes).toBe(0);
+    // The budget is whole again: a full-size WRITE goes through.
+    const c = (await openExport(socketPath, 'vol')).client;
+    c.write(request({ type: NBD_CMD_WRITE, handle: 3n, payload: Buffer.alloc(LIMIT, 1) }));
+    expect(await readSimpleReply(c)).toEqual({ errno: 0, handle: 3n });
+    c.destroy();
+  });
+
+  it('drops a client stalled mid-payload once others wait for the budget, and only then', async () => {
+    const stallMs = 100;
+    const { socketPath, server } = await start({
+      maxRequestBytes: LIMIT,
+      maxInflightWriteBytes: LIMIT,
+      payloadStallTimeoutMs: stallMs,
+    });
+    const staller = (await openExport(socketPath, 'vol')).client;
+    await staller.writeAndFlush(request({ type: NBD_CMD_WRITE, handle: 1n, length: LIMIT }));
+    await staller.writeAndFlush(Buffer.alloc(10));
+    // Alone, it may take its time.
+    await new Promise((resolve) => setTimeout(resolve, stallMs * 4));
+    expect(server.connectionCount).toBe(1);
+    const waiting = (await openExport(socketPath, 'vol')).client;
+    waiting.write(request({ type: NBD_CMD_WRITE, handle: 2n, payload: Buffer.alloc(4096, 2) }));
+    await staller.closed;
+    expect(await readSimpleReply(waiting)).toEqual({ errno: 0, handle: 2n });
+    waiting.destroy();
+  });
+});
+
+describe('slow clients', () => {
+  it('stops reading from a client that does not read its replies, and serves it once it does', async () => {
+    const { socketPath, exports } = await start();
+    const volume = exports.volume('vol');
+    const { client } = await openExport(socketPath, 'vol');
+    client.socket.pause();
+    const count = 50_000;
+    const flushes: Buffer[] = [];
+    for (let i = 0; i < count; i++) flushes.push(request({ type: NBD_CMD_FLUSH, handle: BigInt(i) }));
+    client.write(Buffer.concat(flushes));
+    // Wait until the server has stopped making progress.
+    let seen = -1;
+    while (volume.flushCount !== seen) {
+      seen = volume.flushCount;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    console.log(`flushes served before the client read anything: ${seen} of ${count}`);
+    expect(seen).toBeLessThan(count / 2);
+    client.socket.resume();
+    for (let i = 0; i < count; i++) expect((await readSimpleReply(client)).errno).toBe(0);
+    expect(volume.flushCount).toBe(count);
+    client.destroy();
+  });
+});
+
 describe('connection isolation and teardown', () => {
   it('closes only the connection that sends a bad request magic', async () => {
     const { socketPath, server } = await start();
@@ -476,6 +613,7 @@ class FakeSocket extends EventEmitter {
   writable = true;
   readableEnded = false;
   writableLength = 0;
+  writableNeedDrain = false;
 
   write(data: Buffer): boolean {
     this.written.push(Buffer.from(data));
@@ -525,6 +663,7 @@ describe('parser, fed exact chunks', () => {
     const connection = new TransmissionConnection(socket as unknown as Socket, negotiated, [], {
       maxRequestBytes: 4096,
       maxInFlight: 8,
+      writeBudget: new WriteBudget(4096),
       logger: silentLogger,
     });
     for (const chunk of chunks) socket.emit('data', chunk);

@@ -3,16 +3,22 @@
  * runs them on the BlockDevice concurrently, and answers each with one socket.write.
  *
  * Parsing. Request headers are read at fixed offsets, from the chunk itself when all 28 bytes
- * are in it, else from a 28-byte scratch buffer that collects the pieces. A WRITE payload that
- * lies whole inside one chunk is passed to the device as a view (the device copies it before
- * write() returns); one that spans chunks is assembled in a buffer kept for the next WRITE.
- * A WRITE longer than the limit has its payload skipped (never buffered) and is answered with
- * EINVAL, so the stream stays in step.
+ * are in it, else from a 28-byte scratch buffer that collects the pieces. A WRITE is checked
+ * from its header alone (length, flags, read-only, range) before anything is allocated for its
+ * payload. A refused WRITE has its payload skipped (never buffered) and is answered with the
+ * error, so the stream stays in step. An accepted one reserves its length in the server-wide
+ * WriteBudget (waiting, with reading paused, if there is no room); its payload, if it lies whole
+ * inside one chunk, is passed to the device as a view (the device copies it before write()
+ * returns); one that spans chunks is assembled in a buffer kept for the next WRITE.
  *
  * Flow control. A request holds one of `maxInFlight` slots from its header until its reply is
  * handed to the socket. We stop reading (and keep the unread part of the current chunk) when
- * the slots run out or when READ data waiting to be sent passes REPLY_BACKLOG_MAX_BYTES, and
- * resume when a request completes or the socket drains. No timers.
+ * the slots run out, when READ data waiting to be sent passes REPLY_BACKLOG_MAX_BYTES, when a
+ * client that does not read its replies has let REPLY_QUEUE_MAX of them pile up in the socket,
+ * or while a WRITE waits for budget; and resume when a request completes, the socket drains or
+ * the budget grants. No timers here: while WRITEs wait for budget, the server asks every
+ * connection now and then whether its payload moved (checkStalled), and one that stopped in the
+ * middle of a payload is disconnected, since its reservation stands in the others' way.
  *
  * Lifetime. Input stops on NBD_CMD_DISC, on end of input, on server shutdown (all graceful:
  * in-flight requests finish and are answered, then the socket is closed) or on a protocol
@@ -45,11 +51,12 @@ import {
   OFFSET_HIGH_WORD_LIMIT,
   PAYLOAD_BUFFER_RETAIN_BYTES,
   REPLY_BACKLOG_MAX_BYTES,
+  REPLY_QUEUE_MAX,
   REQUEST_HEADER_BYTES,
   SIMPLE_REPLY_BYTES,
   STRUCTURED_HEADER_BYTES,
 } from './protocol.ts';
-import { TOO_LONG, validateRequest } from './request.ts';
+import { OUT_OF_RANGE, TOO_LONG, validateRequest } from './request.ts';
 import type { Rejection, RequestLimits, RequestSlot } from './request.ts';
 import {
   blockStatusReply,
@@ -60,10 +67,13 @@ import {
   writeStructuredHeader,
 } from './replies.ts';
 import { writeUInt64 } from './wire.ts';
+import type { BudgetWaiter, WriteBudget } from './write-budget.ts';
 
 export interface TransmissionOptions {
   readonly maxRequestBytes: number;
   readonly maxInFlight: number;
+  /** Shared by every connection of the server; at least maxRequestBytes. */
+  readonly writeBudget: WriteBudget;
   readonly logger: Logger;
 }
 
@@ -72,14 +82,17 @@ const HEADER = 0; // the next request header
 const PAYLOAD = 1; // the rest of a WRITE payload we will use
 const DISCARD = 2; // the rest of a WRITE payload we refused
 const STOPPED = 3; // nothing: input is ignored from now on
-type ParseState = typeof HEADER | typeof PAYLOAD | typeof DISCARD | typeof STOPPED;
+const AWAIT_BUDGET = 4; // room in the write budget for the WRITE whose header we just read
+type ParseState = typeof HEADER | typeof PAYLOAD | typeof DISCARD | typeof STOPPED | typeof AWAIT_BUDGET;
 
 const TWO_POW_32 = 0x1_0000_0000;
 const EMPTY = Buffer.alloc(0);
 
-export class TransmissionConnection {
+export class TransmissionConnection implements BudgetWaiter {
   /** Resolves once the socket is closed and the device handle released. */
   readonly finished: Promise<void>;
+  /** What this connection waits for in the write budget (the current WRITE's length). */
+  budgetWantedBytes = 0;
 
   private readonly socket: Socket;
   private readonly device: BlockDevice;
@@ -87,6 +100,7 @@ export class TransmissionConnection {
   private readonly allocationContextId: number;
   private readonly maxRequestBytes: number;
   private readonly maxInFlight: number;
+  private readonly budget: WriteBudget;
   private readonly logger: Logger;
   /** For validateRequest; built once so that checking a request allocates nothing. */
   private readonly limits: RequestLimits;
@@ -100,14 +114,24 @@ export class TransmissionConnection {
   private payload: Buffer = EMPTY;
   private payloadFill = 0;
   private discardRemainingBytes = 0;
+  /** Why the WRITE being discarded was refused. */
+  private discardRejection: Rejection = TOO_LONG;
   /** Reused for WRITE payloads that span chunks, up to PAYLOAD_BUFFER_RETAIN_BYTES. */
   private assembly: Buffer = EMPTY;
+  /** WRITE payload bytes received so far (only ever grows), and its value at the last check. */
+  private payloadProgress = 0;
+  private payloadProgressChecked = -1;
 
   private readonly freeSlots: RequestSlot[] = [];
   private slotsCreated = 0;
   private inFlight = 0;
   /** Bytes of READ replies allocated and not yet handed to the socket. */
   private readBytesInFlight = 0;
+  /**
+   * Replies written since the socket's queue was last empty: an upper bound on the replies
+   * queued in user space, each of which costs an object beyond its bytes.
+   */
+  private queuedReplies = 0;
 
   /** Chunks (or the unread tail of one) received while reading was paused. */
   private readonly stash: Buffer[] = [];
@@ -126,6 +150,8 @@ export class TransmissionConnection {
     this.allocationContextId = negotiated.allocationContextId;
     this.maxRequestBytes = opts.maxRequestBytes;
     this.maxInFlight = opts.maxInFlight;
+    this.budget = opts.writeBudget;
+    assert.ok(this.budget.capacityBytes >= opts.maxRequestBytes, 'the write budget must hold the largest WRITE');
     this.logger = opts.logger;
     const device = this.device;
     this.limits = {
@@ -175,7 +201,7 @@ export class TransmissionConnection {
     try {
       let at = 0;
       while (at < chunk.length && this.state !== STOPPED) {
-        if (this.state === HEADER && !this.canAdmit()) {
+        if (this.state === AWAIT_BUDGET || (this.state === HEADER && !this.canAdmit())) {
           this.stash.unshift(chunk.subarray(at));
           this.pauseInput();
           return;
@@ -189,11 +215,20 @@ export class TransmissionConnection {
     }
   }
 
+  /** May the next request header be read? */
   private canAdmit(): boolean {
-    return (
-      this.inFlight < this.maxInFlight &&
-      this.readBytesInFlight + this.socket.writableLength < REPLY_BACKLOG_MAX_BYTES
-    );
+    if (this.inFlight >= this.maxInFlight) return false;
+    const socket = this.socket;
+    if (this.readBytesInFlight + socket.writableLength >= REPLY_BACKLOG_MAX_BYTES) return false;
+    // A client that sends requests but never reads replies: its small replies pile up in the
+    // socket's queue. Only while a 'drain' is due, since that event is what resumes us.
+    return this.queuedReplies < REPLY_QUEUE_MAX || !socket.writableNeedDrain;
+  }
+
+  /** May parsing go on from the current state? */
+  private canProceed(): boolean {
+    if (this.state === AWAIT_BUDGET) return false;
+    return this.state !== HEADER || this.canAdmit();
   }
 
   private pauseInput(): void {
@@ -204,7 +239,7 @@ export class TransmissionConnection {
 
   /** Called whenever a slot frees up or the socket drains. */
   private maybeResume(): void {
-    if (!this.inputPaused || this.consuming || this.inputStopped || !this.canAdmit()) return;
+    if (!this.inputPaused || this.consuming || this.inputStopped || !this.canProceed()) return;
     this.inputPaused = false;
     // consume() may pause again or stop input; whatever it leaves stays stashed, in order.
     while (this.readingActive()) {
@@ -256,14 +291,56 @@ export class TransmissionConnection {
     slot.lengthBytes = buf.readUInt32BE(at + 24);
     if (type !== NBD_CMD_WRITE || slot.lengthBytes === 0) {
       this.dispatch(slot, EMPTY);
-    } else if (slot.lengthBytes > this.maxRequestBytes) {
-      this.current = slot;
+      return;
+    }
+    this.current = slot;
+    const rejection = this.checkWriteHeader(slot);
+    if (rejection !== null) {
+      this.discardRejection = rejection;
       this.discardRemainingBytes = slot.lengthBytes;
       this.state = DISCARD;
+      return;
+    }
+    this.budgetWantedBytes = slot.lengthBytes;
+    if (this.budget.reserveOrWait(this)) {
+      this.startPayload(slot);
     } else {
-      this.current = slot;
-      this.payloadFill = 0;
-      this.state = PAYLOAD;
+      this.state = AWAIT_BUDGET;
+      this.pauseInput();
+    }
+  }
+
+  /**
+   * Everything that can refuse a WRITE, decided before its payload arrives, so that nothing is
+   * allocated or reserved for a payload we would throw away. The range is checked against the
+   * size now; the device checks it again (a volume only grows while open).
+   */
+  private checkWriteHeader(slot: RequestSlot): Rejection | null {
+    if (slot.lengthBytes > this.maxRequestBytes) return TOO_LONG;
+    const rejection = validateRequest(slot, this.limits);
+    if (rejection !== null) return rejection;
+    return slot.offset + slot.lengthBytes > this.device.sizeBytes ? OUT_OF_RANGE : null;
+  }
+
+  private startPayload(slot: RequestSlot): void {
+    slot.budgetBytes = slot.lengthBytes;
+    this.payloadFill = 0;
+    this.state = PAYLOAD;
+  }
+
+  /** The budget reserved our WRITE's length (called from another connection's release). */
+  grantBudget(): void {
+    const slot = this.current;
+    if (this.state !== AWAIT_BUDGET || slot === null) {
+      // Cannot happen (we cancel before leaving AWAIT_BUDGET); give the bytes straight back.
+      this.budget.release(this.budgetWantedBytes);
+      return;
+    }
+    this.startPayload(slot);
+    try {
+      this.maybeResume();
+    } catch (err) {
+      this.internalError(err);
     }
   }
 
@@ -280,6 +357,7 @@ export class TransmissionConnection {
     const n = Math.min(slot.lengthBytes - this.payloadFill, available);
     chunk.copy(this.payload, this.payloadFill, at, at + n);
     this.payloadFill += n;
+    this.payloadProgress += n;
     if (this.payloadFill === slot.lengthBytes) {
       this.endPayload(slot, this.payload.subarray(0, slot.lengthBytes));
       this.payload = EMPTY; // A per-request buffer is dropped; the retained one lives on.
@@ -291,7 +369,8 @@ export class TransmissionConnection {
     this.current = null;
     this.payloadFill = 0;
     this.state = HEADER;
-    this.dispatch(slot, payload);
+    // Checked when the header came (checkWriteHeader); the device checks the rest.
+    this.start(slot, payload);
   }
 
   /** A buffer of at least `lengthBytes`; small ones are kept since write() copies at once. */
@@ -310,7 +389,7 @@ export class TransmissionConnection {
     if (this.discardRemainingBytes === 0) {
       this.current = null;
       this.state = HEADER;
-      this.reject(slot, TOO_LONG);
+      this.reject(slot, this.discardRejection);
     }
     return at + n;
   }
@@ -331,6 +410,7 @@ export class TransmissionConnection {
       offset: 0,
       lengthBytes: 0,
       reply: null,
+      budgetBytes: 0,
       onDone: () => this.complete(created),
       onFail: (err: unknown) => this.fail(created, err),
     };
@@ -353,6 +433,11 @@ export class TransmissionConnection {
       this.release(slot);
       return;
     }
+    this.start(slot, payload);
+  }
+
+  /** Hands a validated request to the device; its callbacks answer it. */
+  private start(slot: RequestSlot, payload: Buffer): void {
     let pending: Promise<void>;
     try {
       pending = this.invoke(slot, payload);
@@ -455,8 +540,12 @@ export class TransmissionConnection {
   }
 
   private send(buf: Buffer): void {
+    const socket = this.socket;
     // After a hard disconnect late replies have nowhere to go; dropping them is correct.
-    if (!this.socket.destroyed && this.socket.writable) this.socket.write(buf);
+    if (socket.destroyed || !socket.writable) return;
+    if (socket.writableLength === 0) this.queuedReplies = 0;
+    this.queuedReplies++;
+    socket.write(buf);
   }
 
   private release(slot: RequestSlot): void {
@@ -467,6 +556,7 @@ export class TransmissionConnection {
     this.freeSlots.push(slot);
     this.inFlight--;
     assert.ok(this.inFlight >= 0 && this.readBytesInFlight >= 0);
+    this.releaseBudget(slot);
     if (this.inputStopped) this.maybeFinish();
     else this.maybeResume();
   }
@@ -484,12 +574,36 @@ export class TransmissionConnection {
   };
 
   private readonly onDrain = (): void => {
+    this.queuedReplies = 0;
     try {
       this.maybeResume();
     } catch (err) {
       this.internalError(err);
     }
   };
+
+  /**
+   * Called by the server at intervals while other WRITEs wait for budget. A client whose payload
+   * did not move since the previous call keeps a reservation it is not using, in the way of the
+   * others: it is disconnected (true). Idle between requests is fine, and so is waiting on us.
+   */
+  checkStalled(): boolean {
+    if (this.state !== PAYLOAD || this.inputStopped) {
+      this.payloadProgressChecked = -1;
+      return false;
+    }
+    if (this.payloadProgressChecked === this.payloadProgress) {
+      this.protocolViolation('client stalled in the middle of a WRITE payload while other writes wait for memory');
+      return true;
+    }
+    this.payloadProgressChecked = this.payloadProgress;
+    return false;
+  }
+
+  /** Forgets the last check: contention is over, and the next round starts afresh. */
+  resetStallCheck(): void {
+    this.payloadProgressChecked = -1;
+  }
 
   private readonly onClose = (): void => {
     if (this.socketClosed) return;
@@ -501,14 +615,18 @@ export class TransmissionConnection {
   private stopInput(): void {
     if (!this.inputStopped) {
       this.inputStopped = true;
+      const awaitingBudget = this.state === AWAIT_BUDGET;
       this.state = STOPPED;
       this.stash.length = 0;
+      this.payload = EMPTY;
       const partial = this.current;
       if (partial !== null) {
         // The client left in the middle of a WRITE payload: nothing to run, nobody to answer.
         this.current = null;
         this.freeSlots.push(partial);
         this.inFlight--;
+        if (awaitingBudget) this.budget.cancel(this);
+        this.releaseBudget(partial);
       }
       // Keep draining the socket so a client hang-up is noticed; the bytes are ignored.
       if (this.inputPaused && !this.socket.destroyed) this.socket.resume();
@@ -527,6 +645,14 @@ export class TransmissionConnection {
       return;
     }
     this.releaseDevice();
+  }
+
+  private releaseBudget(slot: RequestSlot): void {
+    const bytes = slot.budgetBytes;
+    if (bytes === 0) return;
+    slot.budgetBytes = 0;
+    // May grant other connections' waiting WRITEs, synchronously.
+    this.budget.release(bytes);
   }
 
   private protocolViolation(reason: string): void {

@@ -157,6 +157,10 @@ class Handshake {
     }
     this.noZeroes = (clientFlags & NBD_FLAG_C_NO_ZEROES) !== 0;
     for (let i = 0; i < HANDSHAKE_OPTIONS_MAX; i++) {
+      // A client that sends options without reading the replies (NBD_OPT_LIST over and over)
+      // would make us queue replies without bound; wait until it has read them. The handshake
+      // timeout ends a client that never does.
+      if (this.socket.writableNeedDrain) await drainedOrClosed(this.socket);
       const header = await reader.read(OPTION_HEADER_BYTES);
       if (header.readBigUInt64BE(0) !== NBD_OPTS_MAGIC) return this.hangUp('bad option magic');
       const option = header.readUInt32BE(8);
@@ -372,6 +376,18 @@ class Handshake {
     if (payload !== undefined) payload.copy(buf, OPTION_REPLY_HEADER_BYTES);
     this.socket.write(buf);
   }
+}
+
+function drainedOrClosed(socket: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      socket.off('drain', done);
+      socket.off('close', done);
+      resolve();
+    };
+    socket.on('drain', done);
+    socket.on('close', done);
+  });
 }
 
 function greeting(): Buffer {

@@ -199,6 +199,20 @@ export const BLOCK_SIZE_PREFERRED_BYTES = 4096;
 export const DEFAULT_MAX_IN_FLIGHT = 128;
 /** Default bound on open connections; later ones are closed at once. */
 export const DEFAULT_MAX_CONNECTIONS = 1024;
+/**
+ * Default bound on WRITE payload bytes in flight over all connections (received or being
+ * received, up to the reply); connections whose next WRITE does not fit pause reading.
+ */
+export const DEFAULT_MAX_INFLIGHT_WRITE_BYTES = 256 * 1024 * 1024;
+/** Default time from accept to the end of the handshake; a slower client is disconnected. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
+/**
+ * Default period of the stall check that runs while WRITEs wait for budget: a client whose
+ * payload did not move between two checks is disconnected.
+ */
+export const DEFAULT_PAYLOAD_STALL_TIMEOUT_MS = 30_000;
+/** While refusals over the connection limit go on, a summary is logged this often. */
+export const REFUSAL_SUMMARY_INTERVAL_MS = 60_000;
 /** Extents per BLOCK_STATUS reply (8 KiB); clients ask again from the first uncovered byte. */
 export const BLOCK_STATUS_EXTENTS_MAX = 1024;
 /**
@@ -206,6 +220,11 @@ export const BLOCK_STATUS_EXTENTS_MAX = 1024;
  * reading new requests until the client drains its replies.
  */
 export const REPLY_BACKLOG_MAX_BYTES = 64 * 1024 * 1024;
+/**
+ * Replies queued on a socket that is not draining, above which we stop reading new requests:
+ * bounds the queue of a client that never reads its (small) replies by count, not just bytes.
+ */
+export const REPLY_QUEUE_MAX = 1024;
 /** A payload assembly buffer up to this size is kept for the next WRITE; larger ones are not. */
 export const PAYLOAD_BUFFER_RETAIN_BYTES = 1024 * 1024;
 /** Error messages in structured ERROR chunks are cut to this many bytes. */

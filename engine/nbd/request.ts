@@ -32,6 +32,8 @@ export interface RequestSlot {
   lengthBytes: number;
   /** READ only: the whole reply, header and data; device.read fills the data part. */
   reply: Buffer | null;
+  /** WRITE only: bytes this request holds in the server's WriteBudget until it is answered. */
+  budgetBytes: number;
   readonly onDone: () => void;
   readonly onFail: (err: unknown) => void;
 }
@@ -46,6 +48,8 @@ const UNKNOWN_COMMAND: Rejection = { errno: NBD_EINVAL, message: 'unknown comman
 const BAD_FLAGS: Rejection = { errno: NBD_EINVAL, message: 'command flags not valid for this command' };
 const OFFSET_TOO_LARGE: Rejection = { errno: NBD_EINVAL, message: 'offset beyond 2^53' };
 export const TOO_LONG: Rejection = { errno: NBD_EINVAL, message: 'request longer than the maximum block size' };
+/** What the device would answer too (OUT_OF_RANGE → EINVAL); used to refuse a WRITE early. */
+export const OUT_OF_RANGE: Rejection = { errno: NBD_EINVAL, message: 'request goes beyond the end of the export' };
 const READ_ONLY: Rejection = { errno: NBD_EPERM, message: 'export is read-only' };
 const NO_CONTEXT: Rejection = { errno: NBD_EINVAL, message: 'base:allocation was not negotiated' };
 const EMPTY_STATUS: Rejection = { errno: NBD_EINVAL, message: 'block status of zero bytes' };

@@ -5,11 +5,13 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { MemoryExportProvider } from '../../test/fixtures/memory-device.ts';
 import { isEngineError } from '../errors.ts';
-import { NBD_CMD_READ } from './protocol.ts';
+import { NBD_CMD_READ, NBD_OPT_LIST, NBD_REP_ACK, NBD_REP_SERVER } from './protocol.ts';
 import {
   greet,
   openExport,
+  option,
   RawClient,
+  readOptionReply,
   readSimpleReply,
   recordingLogger,
   request,
@@ -32,8 +34,11 @@ afterEach(async () => {
   await fs.rm(dir, { recursive: true, force: true });
 });
 
-async function start(setup: Parameters<typeof startTestServer>[0]): Promise<TestServer> {
-  const t = await startTestServer(setup);
+async function start(
+  setup: Parameters<typeof startTestServer>[0],
+  options: Parameters<typeof startTestServer>[1] = {},
+): Promise<TestServer> {
+  const t = await startTestServer(setup, options);
   started.push(t);
   return t;
 }
@@ -105,6 +110,56 @@ describe('connections', () => {
     expect((await readSimpleReply(first.client)).errno).toBe(0);
     first.client.destroy();
     await server.close();
+  });
+
+  it('logs refusals once per burst, not once per connection', async () => {
+    const t = await start((exports) => exports.create('vol', 4096));
+    // A server of its own with a limit of one (startTestServer's default is 1024).
+    const { server, logger } = newServer(t.exports, 1);
+    const socketPath = path.join(dir, 'burst.sock');
+    await server.listen(socketPath);
+    const first = await openExport(socketPath, 'vol');
+    for (let i = 0; i < 30; i++) await (await RawClient.connect(socketPath)).closed;
+    const limitLines = logger.records.filter((r) => r.msg?.includes('limit'));
+    expect(limitLines).toHaveLength(1);
+    first.client.destroy();
+    await vi.waitFor(() => expect(server.connectionCount).toBe(0));
+    const next = await openExport(socketPath, 'vol');
+    expect(logger.records.find((r) => r.msg?.includes('accepted again'))?.obj).toEqual({ refusedInBurst: 30 });
+    next.client.destroy();
+    await server.close();
+  });
+
+  it('closes a connection that does not finish the handshake in time, and only such', async () => {
+    const t = await start((exports) => exports.create('vol', 4096), { handshakeTimeoutMs: 100 });
+    const silent = await RawClient.connect(t.socketPath);
+    const halfway = await RawClient.connect(t.socketPath);
+    await greet(halfway);
+    const done = await openExport(t.socketPath, 'vol');
+    await silent.closed;
+    await halfway.closed;
+    await vi.waitFor(() => expect(t.server.connectionCount).toBe(1));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    done.client.write(request({ type: NBD_CMD_READ, handle: 1n, length: 512 }));
+    expect((await readSimpleReply(done.client)).errno).toBe(0);
+    done.client.destroy();
+  });
+
+  it('answers options sent far ahead of a client that reads the replies only later', async () => {
+    const t = await start((exports) => exports.create('vol', 4096));
+    const client = await RawClient.connect(t.socketPath);
+    await greet(client);
+    const count = 20_000;
+    // Not reading: the replies (about 1 MiB) fill the socket, and the server must wait for room.
+    client.socket.pause();
+    await client.writeAndFlush(Buffer.concat(Array.from({ length: count }, () => option(NBD_OPT_LIST))));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    client.socket.resume();
+    for (let i = 0; i < count; i++) {
+      expect((await readOptionReply(client)).type).toBe(NBD_REP_SERVER);
+      expect((await readOptionReply(client)).type).toBe(NBD_REP_ACK);
+    }
+    client.destroy();
   });
 
   it('counts handshaking and transmitting connections until they are gone', async () => {

@@ -5,6 +5,11 @@
  *
  * Every connection is counted from accept until its socket has closed and its BlockDevice
  * handle is released; `close()` waits for exactly that, for all of them.
+ *
+ * Limits (defaults in protocol.ts, documented in docs/ARCHITECTURE.md): open connections
+ * (more are closed right after accept, logged once per burst), time to finish the handshake,
+ * READ/WRITE size, requests in flight per connection, and WRITE payload bytes in flight over
+ * all connections (one WriteBudget that every connection draws on).
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
@@ -15,23 +20,42 @@ import { TransmissionConnection } from './connection.ts';
 import { negotiate } from './handshake.ts';
 import {
   BLOCK_SIZE_PREFERRED_BYTES,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_MAX_INFLIGHT_WRITE_BYTES,
   DEFAULT_MAX_REQUEST_BYTES,
+  DEFAULT_PAYLOAD_STALL_TIMEOUT_MS,
   HANDSHAKE_BUFFER_MAX_BYTES,
+  REFUSAL_SUMMARY_INTERVAL_MS,
 } from './protocol.ts';
+import { RefusalLog } from './refusal-log.ts';
 import { SocketReader } from './socket-reader.ts';
+import { WriteBudget } from './write-budget.ts';
 import { prepareSocketPath } from '../socket-path.ts';
 
-export interface NbdServerOptions {
-  exports: ExportProvider;
-  logger: Logger;
+/** The server's resource limits; every one has a default. */
+export interface NbdLimits {
   /** Open connections beyond which new ones are closed at once (default 1024). */
   maxConnections?: number;
   /** Largest READ/WRITE payload, advertised as the maximum block size (default 32 MiB). */
   maxRequestBytes?: number;
   /** Requests served concurrently per connection before reading pauses (default 128). */
   maxInFlightPerConnection?: number;
+  /** WRITE payload bytes in flight over all connections (default 256 MiB; >= maxRequestBytes). */
+  maxInflightWriteBytes?: number;
+  /** Time from accept to the end of the handshake (default 30 s). */
+  handshakeTimeoutMs?: number;
+  /**
+   * While WRITEs wait for budget, a client whose payload made no progress for this long is
+   * dropped, its reservation given to the others (default 30 s; it takes one to two periods).
+   */
+  payloadStallTimeoutMs?: number;
+}
+
+export interface NbdServerOptions extends NbdLimits {
+  exports: ExportProvider;
+  logger: Logger;
 }
 
 /** Largest maxRequestBytes we accept: a READ reply must fit one Buffer and one u32 length. */
@@ -48,7 +72,13 @@ export class NbdServer {
   private readonly maxConnections: number;
   private readonly maxRequestBytes: number;
   private readonly maxInFlight: number;
+  private readonly handshakeTimeoutMs: number;
+  private readonly payloadStallTimeoutMs: number;
+  private readonly writeBudget: WriteBudget;
+  private readonly refusals: RefusalLog;
   private server: net.Server | null = null;
+  /** Runs while WRITEs wait for budget: drops connections stalled mid-payload. */
+  private stallCheck: NodeJS.Timeout | null = null;
   private readonly sessions = new Map<Session, Promise<void>>();
   private closing = false;
   private nextConnectionId = 1;
@@ -59,6 +89,9 @@ export class NbdServer {
     this.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.maxRequestBytes = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
     this.maxInFlight = opts.maxInFlightPerConnection ?? DEFAULT_MAX_IN_FLIGHT;
+    this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    this.payloadStallTimeoutMs = opts.payloadStallTimeoutMs ?? DEFAULT_PAYLOAD_STALL_TIMEOUT_MS;
+    const maxInflightWriteBytes = opts.maxInflightWriteBytes ?? Math.max(DEFAULT_MAX_INFLIGHT_WRITE_BYTES, this.maxRequestBytes);
     assert.ok(Number.isInteger(this.maxConnections) && this.maxConnections >= 1, 'maxConnections');
     assert.ok(Number.isInteger(this.maxInFlight) && this.maxInFlight >= 1, 'maxInFlightPerConnection');
     // The protocol wants the maximum block size at least as large as the preferred one.
@@ -68,11 +101,22 @@ export class NbdServer {
         this.maxRequestBytes <= MAX_REQUEST_BYTES_LIMIT,
       'maxRequestBytes',
     );
+    // A WRITE of the largest size must fit the budget, or it would wait forever.
+    assert.ok(Number.isSafeInteger(maxInflightWriteBytes) && maxInflightWriteBytes >= this.maxRequestBytes, 'maxInflightWriteBytes');
+    assert.ok(Number.isInteger(this.handshakeTimeoutMs) && this.handshakeTimeoutMs >= 1, 'handshakeTimeoutMs');
+    assert.ok(Number.isInteger(this.payloadStallTimeoutMs) && this.payloadStallTimeoutMs >= 1, 'payloadStallTimeoutMs');
+    this.writeBudget = new WriteBudget(maxInflightWriteBytes, this.onWriteContention);
+    this.refusals = new RefusalLog(this.logger, REFUSAL_SUMMARY_INTERVAL_MS);
   }
 
   /** Connections accepted and not yet fully closed (handshaking ones included). */
   get connectionCount(): number {
     return this.sessions.size;
+  }
+
+  /** WRITE payload bytes reserved right now, over all connections. */
+  get inflightWriteBytes(): number {
+    return this.writeBudget.inUseBytes;
   }
 
   /**
@@ -119,7 +163,33 @@ export class NbdServer {
       else session.socket.destroy();
     }
     await Promise.all([stopped, ...this.sessions.values()]);
+    this.stopStallCheck();
     this.server = null;
+  }
+
+  /**
+   * WRITEs have begun to wait for budget. Every payloadStallTimeoutMs until they stop waiting,
+   * each connection is asked whether its payload moved since the last time; so a client stalled
+   * mid-payload is dropped after one to two periods. Nothing runs while nobody waits.
+   */
+  private readonly onWriteContention = (): void => {
+    if (this.stallCheck !== null) return;
+    this.stallCheck = setInterval(() => {
+      if (!this.writeBudget.hasWaiters) {
+        this.stopStallCheck();
+        return;
+      }
+      for (const session of this.sessions.keys()) session.transmission?.checkStalled();
+    }, this.payloadStallTimeoutMs);
+    this.stallCheck.unref();
+  };
+
+  private stopStallCheck(): void {
+    if (this.stallCheck === null) return;
+    clearInterval(this.stallCheck);
+    this.stallCheck = null;
+    // Marks left from this round must not count against a connection in the next one.
+    for (const session of this.sessions.keys()) session.transmission?.resetStallCheck();
   }
 
   private readonly onConnection = (socket: net.Socket): void => {
@@ -130,10 +200,11 @@ export class NbdServer {
       return;
     }
     if (this.sessions.size >= this.maxConnections) {
-      this.logger.warn({ maxConnections: this.maxConnections }, 'too many NBD connections; refusing one');
+      this.refusals.refused(this.maxConnections);
       socket.destroy();
       return;
     }
+    this.refusals.accepted();
     const logger = this.logger.child({ nbdConnection: this.nextConnectionId++ });
     const session: Session = { socket, transmission: null };
     this.sessions.set(
@@ -145,13 +216,23 @@ export class NbdServer {
   /** Runs one connection to the end. Never rejects. */
   private async serve(session: Session, logger: Logger): Promise<void> {
     const socket = session.socket;
+    // Absolute, not idle time: a client trickling a byte at a time must not hold a slot forever.
+    const handshakeTimer = setTimeout(() => {
+      logger.info({ timeoutMs: this.handshakeTimeoutMs }, 'NBD handshake not finished in time; closing the connection');
+      socket.destroy();
+    }, this.handshakeTimeoutMs);
     try {
       const reader = new SocketReader(socket, HANDSHAKE_BUFFER_MAX_BYTES);
-      const negotiated = await negotiate(socket, reader, {
-        exports: this.exports,
-        maxRequestBytes: this.maxRequestBytes,
-        logger,
-      });
+      let negotiated: Awaited<ReturnType<typeof negotiate>>;
+      try {
+        negotiated = await negotiate(socket, reader, {
+          exports: this.exports,
+          maxRequestBytes: this.maxRequestBytes,
+          logger,
+        });
+      } finally {
+        clearTimeout(handshakeTimer);
+      }
       if (negotiated === null) {
         await socketClosed(socket);
         return;
@@ -160,6 +241,7 @@ export class NbdServer {
       const transmission = new TransmissionConnection(socket, negotiated, reader.detach(), {
         maxRequestBytes: this.maxRequestBytes,
         maxInFlight: this.maxInFlight,
+        writeBudget: this.writeBudget,
         logger,
       });
       session.transmission = transmission;

@@ -456,3 +456,209 @@ export function waitForClose(socket: Socket, timeoutMs: number): Promise<boolean
     socket.resume();
   });
 }
+
+// ---- Raw sockets for fuzzing: any bytes out, every byte in ------------------------------------
+
+export const OPT_EXPORT_NAME = 1;
+export const OPT_STARTTLS = 5;
+export const OPT_INFO = 6;
+export const OPT_STRUCTURED_REPLY = 8;
+export const OPT_LIST_META_CONTEXT = 9;
+export const OPT_SET_META_CONTEXT = 10;
+export const REP_META_CONTEXT = 4;
+
+export const CMD_CACHE = 5;
+export const CMD_BLOCK_STATUS = 7;
+export const CMD_FLAG_NO_HOLE = 1 << 1;
+export const CMD_FLAG_DF = 1 << 2;
+export const CMD_FLAG_REQ_ONE = 1 << 3;
+export const CMD_FLAG_FAST_ZERO = 1 << 4;
+
+export const REQUEST_MAGIC_VALUE = REQUEST_MAGIC;
+export const SIMPLE_REPLY_MAGIC_VALUE = SIMPLE_REPLY_MAGIC;
+export const STRUCTURED_REPLY_MAGIC = 0x668e33ef;
+export const OPTION_REPLY_MAGIC = REP_MAGIC;
+export const REPLY_FLAG_DONE = 1 << 0;
+export const REPLY_TYPE_NONE = 0;
+export const REPLY_TYPE_OFFSET_DATA = 1;
+export const REPLY_TYPE_OFFSET_HOLE = 2;
+export const REPLY_TYPE_BLOCK_STATUS = 5;
+export const REPLY_TYPE_ERROR = 2 ** 15 + 1;
+export const REPLY_TYPE_ERROR_OFFSET = 2 ** 15 + 2;
+
+/** An option header whose length field may lie about the data that follows. */
+export function optionBytesDeclaring(option: number, declaredLength: number, data: Buffer, magic: Buffer = IHAVEOPT): Buffer {
+  const h = Buffer.alloc(16);
+  magic.copy(h, 0, 0, 8);
+  h.writeUInt32BE(option >>> 0, 8);
+  h.writeUInt32BE(declaredLength >>> 0, 12);
+  return Buffer.concat([h, data]);
+}
+
+/** LIST/SET_META_CONTEXT data: export name, number of queries, each query with its length. */
+export function metaContextData(exportName: string, queries: readonly string[]): Buffer {
+  const parts: Buffer[] = [];
+  const name = Buffer.from(exportName, 'utf8');
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(name.length, 0);
+  const count = Buffer.alloc(4);
+  count.writeUInt32BE(queries.length, 0);
+  parts.push(head, name, count);
+  for (const q of queries) {
+    const bytes = Buffer.from(q, 'utf8');
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(bytes.length, 0);
+    parts.push(len, bytes);
+  }
+  return Buffer.concat(parts);
+}
+
+export interface RawRequest {
+  /** The 32-bit magic; REQUEST_MAGIC_VALUE unless a test wants a bad one. */
+  magic?: number;
+  flags: number;
+  type: number;
+  handle: bigint;
+  /** Any unsigned 64-bit value, including ones past 2^53. */
+  offset: bigint;
+  length: number;
+}
+
+/** The 28-byte request header, fields taken as given (no checks: fuzzing wants bad ones). */
+export function requestHeader(r: RawRequest): Buffer {
+  const h = Buffer.alloc(28);
+  h.writeUInt32BE((r.magic ?? REQUEST_MAGIC) >>> 0, 0);
+  h.writeUInt16BE(r.flags & 0xffff, 4);
+  h.writeUInt16BE(r.type & 0xffff, 6);
+  h.writeBigUInt64BE(BigInt.asUintN(64, r.handle), 8);
+  h.writeBigUInt64BE(BigInt.asUintN(64, r.offset), 16);
+  h.writeUInt32BE(r.length >>> 0, 24);
+  return h;
+}
+
+/**
+ * A unix-socket connection that sends whatever it is given and keeps every byte it receives:
+ * exact reads while a test negotiates, then the whole rest for checking. It never throws on a
+ * socket error; `closed` says whether the connection is gone and `closedByPeer` whether the
+ * other side ended it.
+ */
+export class RawConnection {
+  readonly socket: Socket;
+  /** Resolves when the socket has closed, whoever closed it. */
+  readonly closedPromise: Promise<void>;
+  closed = false;
+  closedByPeer = false;
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private lastDataAt = Date.now();
+  private wake: (() => void) | null = null;
+  private destroyedByUs = false;
+
+  private constructor(socket: Socket) {
+    this.socket = socket;
+    socket.on('data', (chunk: Buffer) => {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+      this.lastDataAt = Date.now();
+      this.wake?.();
+    });
+    socket.on('end', () => {
+      if (!this.destroyedByUs) this.closedByPeer = true;
+      this.wake?.();
+    });
+    this.closedPromise = new Promise((resolve) =>
+      socket.once('close', () => {
+        if (!this.destroyedByUs) this.closedByPeer = true;
+        this.closed = true;
+        this.wake?.();
+        resolve();
+      }),
+    );
+  }
+
+  static async open(socketPath: string): Promise<RawConnection> {
+    return new RawConnection(await connectUnix(socketPath));
+  }
+
+  get bytesReceived(): number {
+    return this.buffered;
+  }
+
+  /** Sends bytes; resolves once they have left (or the socket failed, which is not an error here). */
+  send(data: Buffer): Promise<void> {
+    if (this.socket.destroyed || !this.socket.writable) return Promise.resolve();
+    return new Promise((resolve) => this.socket.write(data, () => resolve()));
+  }
+
+  /** Exactly `n` of the received bytes, in order; null if the connection ends first. */
+  async read(n: number): Promise<Buffer | null> {
+    while (this.buffered < n) {
+      if (this.closed || this.closedByPeer) return null;
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+      });
+      this.wake = null;
+    }
+    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+    this.chunks = n < all.length ? [all.subarray(n)] : [];
+    this.buffered -= n;
+    return all.subarray(0, n);
+  }
+
+  /** Everything received and not yet read. */
+  takeAll(): Buffer {
+    const all = Buffer.concat(this.chunks, this.buffered);
+    this.chunks = [];
+    this.buffered = 0;
+    return all;
+  }
+
+  /**
+   * Waits until the peer closes, or nothing has arrived for `quietMs`, or `maxMs` has passed.
+   * Returns true if the connection closed.
+   */
+  async settle(quietMs: number, maxMs: number): Promise<boolean> {
+    const deadline = Date.now() + maxMs;
+    while (!this.closed && !this.closedByPeer) {
+      const now = Date.now();
+      if (now >= deadline || now - this.lastDataAt >= quietMs) break;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(quietMs, deadline - now));
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = null;
+    }
+    return this.closed || this.closedByPeer;
+  }
+
+  /** Waits for the peer to close, at most `timeoutMs`; true if it did. */
+  async waitClosedByPeer(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.closed && !this.closedByPeer) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = null;
+    }
+    return this.closedByPeer;
+  }
+
+  /** Half-close: no more bytes from us; replies still arrive. */
+  end(): void {
+    this.socket.end();
+  }
+
+  destroy(): void {
+    if (!this.closed) this.destroyedByUs = true;
+    this.socket.destroy();
+  }
+}
