@@ -246,6 +246,9 @@ export class Pool implements VolumeManager, ExportProvider {
    * hold records after the end (or nothing), which must never be replayed later.
    */
   async #cutLog(end: LogPosition, visited: Set<number>, files: Map<number, StorageFile>): Promise<void> {
+    // The replayed records may exist only in the page cache (the engine was killed before a
+    // flush): what recovery builds on — flushes, checkpoints, clones — must stand on disk.
+    for (const n of visited) await files.get(n)?.datasync();
     const tail = await this.#openExisting(end.segmentNo, files, [...this.#segments]);
     if (tail) {
       await tail.truncate(end.offsetInSegment);

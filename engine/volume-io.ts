@@ -66,19 +66,25 @@ export class VolumeIo {
     const end = offset + dest.length;
     const endLba = Math.ceil(end / BLOCK_SIZE);
     let pending: Promise<void>[] | undefined;
-    for (let lba = Math.floor(offset / BLOCK_SIZE); lba < endLba; ) {
-      const n = vol.resolve(lba, endLba - lba);
-      const runStart = Math.max(offset, lba * BLOCK_SIZE);
-      const runEnd = Math.min(end, (lba + n) * BLOCK_SIZE);
-      const destOffset = runStart - offset;
-      if (vol.source === SRC_HOLE || vol.source === SRC_ZERO) {
-        dest.fill(0, destOffset, destOffset + runEnd - runStart);
-      } else if (vol.source === SRC_MEMORY) {
-        this.#copyFromBatches(vol.pbn, runStart - lba * BLOCK_SIZE, dest, destOffset, runEnd - runStart);
-      } else {
-        (pending ??= []).push(this.#readDisk(vol.pbn, runStart - lba * BLOCK_SIZE, dest, destOffset, runEnd - runStart));
+    try {
+      for (let lba = Math.floor(offset / BLOCK_SIZE); lba < endLba; ) {
+        const n = vol.resolve(lba, endLba - lba);
+        const runStart = Math.max(offset, lba * BLOCK_SIZE);
+        const runEnd = Math.min(end, (lba + n) * BLOCK_SIZE);
+        const destOffset = runStart - offset;
+        if (vol.source === SRC_HOLE || vol.source === SRC_ZERO) {
+          dest.fill(0, destOffset, destOffset + runEnd - runStart);
+        } else if (vol.source === SRC_MEMORY) {
+          this.#copyFromBatches(vol.pbn, runStart - lba * BLOCK_SIZE, dest, destOffset, runEnd - runStart);
+        } else {
+          (pending ??= []).push(this.#readDisk(vol.pbn, runStart - lba * BLOCK_SIZE, dest, destOffset, runEnd - runStart));
+        }
+        lba += n;
       }
-      lba += n;
+    } catch (err) {
+      // Disk reads already started must not fail later as unhandled rejections.
+      if (pending) await Promise.allSettled(pending);
+      throw err;
     }
     if (pending) await Promise.all(pending);
   }

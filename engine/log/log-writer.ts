@@ -78,6 +78,12 @@ export class LogWriter {
   /** Segments written since their last fdatasync. */
   readonly #unsynced = new Set<number>();
   #failure: EngineError | undefined;
+  /**
+   * Batches that will never be written (the log failed before them). Layers' overlays still
+   * point into them, and reads of a read-only pool must keep answering from them, so their
+   * buffers are kept, not recycled.
+   */
+  readonly #lost: Batch[] = [];
   #roomWaiters: Array<() => void> = [];
   #closed = false;
   readonly counters: LogWriterCounters = { batches: 0, writeRequests: 0, fdatasyncs: 0, flushRequests: 0, bytesWritten: 0 };
@@ -185,6 +191,7 @@ export class LogWriter {
   batchHolding(pbn: number): Batch | undefined {
     if (this.#open?.containsPbn(pbn)) return this.#open;
     for (const b of this.#queue) if (b.containsPbn(pbn)) return b;
+    for (const b of this.#lost) if (b.containsPbn(pbn)) return b;
     return undefined;
   }
 
@@ -258,7 +265,7 @@ export class LogWriter {
     } catch (err) {
       this.#fail(err);
       batch.settle(this.#failure);
-      this.#freeBuffers.push(batch.buffer);
+      this.#lost.push(batch);
       return;
     }
     this.counters.flushRequests += batch.flushRequests;
@@ -320,6 +327,7 @@ export class LogWriter {
     const open = this.#open;
     this.#open = undefined;
     open?.settle(this.#failure);
+    if (open) this.#lost.push(open);
     this.#wakeRoomWaiters();
     this.#opts.onFailure(this.#failure);
   }
