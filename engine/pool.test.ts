@@ -205,33 +205,65 @@ describe('durability and recovery', () => {
     await pool.close();
   });
 
-  it('stops at a corrupt record and never replays what follows it', async () => {
-    let storage = new MemoryStorage();
-    let pool = await Pool.openWithStorage(storage, opts);
+  async function threeSyncedRecords(): Promise<MemoryStorage> {
+    const storage = new MemoryStorage();
+    const pool = await Pool.openWithStorage(storage, opts);
     await pool.createVolume('vm1', MiB);
     const dev = pool.openExport('vm1');
     await dev.write(0, pattern(4096, 1), true); // record 1
     await dev.write(4096, pattern(4096, 2), true); // record 2
     await dev.write(8192, pattern(4096, 3), true); // record 3
     dev.close();
-    // Flip one data byte of record 2 (header 4 KiB + 1 data block per record).
+    return storage;
+  }
+
+  /** Flips one byte of record `n` at `offset` in it (header 4 KiB + 1 data block per record). */
+  async function damageRecord(storage: MemoryStorage, n: number, offset = 4096 + 100): Promise<void> {
     const seg = await storage.open(segmentFileName(1), { create: false });
     const one = Buffer.alloc(1);
-    await seg.read(one, 0, 1, 8192 + 4096 + 100);
+    const at = (n - 1) * 8192 + offset;
+    await seg.read(one, 0, 1, at);
     one[0] = one[0]! ^ 0xff;
-    await seg.write(one, 0, 1, 8192 + 4096 + 100);
+    await seg.write(one, 0, 1, at);
+    await seg.datasync();
+  }
+
+  it('replays a durable record with a damaged data block; only that block fails, with CORRUPTION', async () => {
+    const storage = await threeSyncedRecords();
+    await damageRecord(storage, 2, 4096 + 100); // record 3 was written after record 2 was synced
+    const pool = await Pool.openWithStorage(storage.powerCut(), opts);
+    expect(await readBack(pool, 'vm1', 0, 4096)).toEqual(pattern(4096, 1));
+    await expect(readBack(pool, 'vm1', 4096, 4096)).rejects.toMatchObject({ code: 'CORRUPTION' });
+    expect(await readBack(pool, 'vm1', 8192, 4096)).toEqual(pattern(4096, 3));
+    await pool.close();
+  });
+
+  it('refuses to open when the header of a record that later records call durable is damaged', async () => {
+    const storage = await threeSyncedRecords();
+    await damageRecord(storage, 2, 8); // the seq field of record 2's header
+    const error = await Pool.openWithStorage(storage.powerCut(), opts).then(() => undefined, (err: unknown) => err);
+    expect(error).toBeInstanceOf(EngineError);
+    expect((error as EngineError).code).toBe('CORRUPTION');
+    expect((error as EngineError).message).toMatch(/log record 2 .* damaged .* record 3/);
+  });
+
+  it('takes a bad last record for a torn tail: the log ends before it, and goes on from there', async () => {
+    let storage = await threeSyncedRecords();
+    // A sector of its data never reached the disk, and nothing after it says it was durable.
+    const seg = await storage.open(segmentFileName(1), { create: false });
+    await seg.write(Buffer.alloc(512), 0, 512, 2 * 8192 + 4096 + 1024);
     await seg.datasync();
     storage = storage.powerCut();
-    pool = await Pool.openWithStorage(storage, opts);
-    expect(await readBack(pool, 'vm1', 0, 4096)).toEqual(pattern(4096, 1));
-    expect((await readBack(pool, 'vm1', 4096, 8192)).every((b) => b === 0)).toBe(true);
+    let pool = await Pool.openWithStorage(storage, opts);
+    expect(await readBack(pool, 'vm1', 0, 8192)).toEqual(Buffer.concat([pattern(4096, 1), pattern(4096, 2)]));
+    expect((await readBack(pool, 'vm1', 8192, 4096)).every((b) => b === 0)).toBe(true);
     // New writes continue where the log was cut, and survive the next restart.
     const dev2 = pool.openExport('vm1');
     await dev2.write(12288, pattern(4096, 4), true);
     dev2.close();
     storage = storage.powerCut();
     pool = await Pool.openWithStorage(storage, opts);
-    expect((await readBack(pool, 'vm1', 4096, 8192)).every((b) => b === 0)).toBe(true);
+    expect((await readBack(pool, 'vm1', 8192, 4096)).every((b) => b === 0)).toBe(true);
     expect(await readBack(pool, 'vm1', 12288, 4096)).toEqual(pattern(4096, 4));
     await pool.close();
   });

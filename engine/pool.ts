@@ -205,6 +205,9 @@ export class Pool implements VolumeManager, ExportProvider {
       checkpoint: () => this.#checkpointNow(),
       deleteSegment: (n) => this.#deleteSegment(n),
     });
+    for (const d of scan.damaged) {
+      this.#logger.error({ seq: d.seq, segment: d.segmentNo, offset: d.offsetInSegment }, 'a durable log record has damaged data blocks: replayed; reads of those blocks fail with CORRUPTION');
+    }
     this.#logger.info(
       { checkpoint: Boolean(checkpoint), replayedRecords: scan.records, replayedBytes: scan.bytes, stop: scan.stopReason, exports: this.#catalog.exports.size, ms: Math.round(performance.now() - started) },
       'pool recovered',

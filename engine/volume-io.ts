@@ -59,6 +59,9 @@ export class VolumeIo {
 
   #checkWritable(vol: VolumeState): void {
     if (vol.readOnly) throw new EngineError('READ_ONLY', `${vol.kind} "${vol.name}" is read-only`);
+    // A failed pool refuses writes before any read-modify-write reads (the log's error, not a read's).
+    const failure = this.#writer.failure;
+    if (failure) throw failure;
   }
 
   async read(vol: VolumeState, offset: number, dest: Buffer): Promise<void> {

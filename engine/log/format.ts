@@ -39,6 +39,7 @@ const H_DATA_BLOCKS = 24; // u32
 const H_DATA_CRC = 28; // u32: v2: CRC-32 of the meta area; v1: CRC-32 of the data blocks
 const H_META_BLOCKS = 32; // u16 (v2): blocks of meta area after the data; 0 = in the header
 const H_REF_COUNT = 36; // u32 (v2): REF blocks, i.e. target pbns in the meta area
+const H_SYNCED_SEQ = 40; // u64 (v2) as two u32: every record up to this seq was fdatasync'ed before this one was written
 const H_HEADER_CRC = 60; // u32: CRC-32 of bytes [0,60) and of the entries
 
 // Entry fields: byte offsets within an entry.
@@ -68,6 +69,11 @@ export interface RecordHeader {
   dataCrc: number;
   metaBlocks: number;
   refCount: number;
+  /**
+   * Every record with a seq up to this one was durable when this record was written (0: no
+   * claim). Lets recovery tell a torn tail (never synced) from damage to synced records.
+   */
+  syncedSeq: number;
 }
 
 /** Bytes of the meta area of a record. */
@@ -132,6 +138,8 @@ export function sealHeader(header: Buffer, h: Omit<RecordHeader, 'version'>): vo
   header.fill(0, 32, H_HEADER_CRC);
   header.writeUInt16LE(h.metaBlocks, H_META_BLOCKS);
   header.writeUInt32LE(h.refCount, H_REF_COUNT);
+  header.writeUInt32LE(h.syncedSeq % 2 ** 32, H_SYNCED_SEQ);
+  header.writeUInt32LE(Math.floor(h.syncedSeq / 2 ** 32), H_SYNCED_SEQ + 4);
   header.writeUInt32LE(headerCrc(header, h.entryCount), H_HEADER_CRC);
 }
 
@@ -165,6 +173,7 @@ export function parseHeader(block: Buffer): HeaderCheck {
     dataCrc: block.readUInt32LE(H_DATA_CRC),
     metaBlocks: v2 ? block.readUInt16LE(H_META_BLOCKS) : 0,
     refCount: v2 ? block.readUInt32LE(H_REF_COUNT) : 0,
+    syncedSeq: v2 ? block.readUInt32LE(H_SYNCED_SEQ + 4) * 2 ** 32 + block.readUInt32LE(H_SYNCED_SEQ) : 0,
   };
   if (v2 && h.metaBlocks !== metaBlocksFor(entryCount, h.dataBlocks, h.refCount)) return { ok: false, reason: 'bounds' };
   return { ok: true, header: h };

@@ -11,6 +11,7 @@
  * with exactly the next seq. Seqs are never reused, so at most one segment can match.
  */
 import { BLOCK_SIZE } from '../block-device.ts';
+import { EngineError } from '../errors.ts';
 import type { StorageFile } from '../storage/storage.ts';
 import { crc32 } from 'node:zlib';
 import {
@@ -78,7 +79,17 @@ export interface ScanResult {
   stopReason: string;
   /** Segments the scan read records from (and the one it started in). */
   visited: Set<number>;
+  /** Durable records replayed although some data block failed its CRC (reads of it will fail). */
+  damaged: DamagedRecord[];
 }
+
+export interface DamagedRecord {
+  seq: number;
+  segmentNo: number;
+  offsetInSegment: number;
+}
+
+const TORN_OR_CORRUPT_DATA = 'torn or corrupt data';
 
 export async function scanLog(opts: ScanOptions): Promise<ScanResult> {
   const header = Buffer.alloc(HEADER_BYTES);
@@ -87,9 +98,20 @@ export async function scanLog(opts: ScanOptions): Promise<ScanResult> {
   let records = 0;
   let bytes = 0;
   const visited = new Set<number>([pos.segmentNo]);
+  const damaged: DamagedRecord[] = [];
   const tryAt = async (at: LogPosition): Promise<ScannedRecord | string> => {
     const file = await opts.openSegment(at.segmentNo);
-    return file ? readRecord(file, at, opts, header, data) : 'segment missing';
+    if (!file) return 'segment missing';
+    const strict = await readRecord(file, at, opts, header, data);
+    if (strict !== TORN_OR_CORRUPT_DATA) return strict;
+    // Header and meta intact, some data block not: torn if never synced, else damaged. A
+    // damaged record is applied — its metadata is sound, and each damaged block fails its
+    // checksum when read — so one bad block does not cost everything logged after it.
+    const lax = await readRecord(file, at, { ...opts, verifyData: false }, header, data);
+    if (typeof lax === 'string') return strict;
+    if (!onlyRotCanExplain(lax, data) && !(await findVoucher(at, lax.header.seq, opts))) return strict;
+    damaged.push({ seq: lax.header.seq, segmentNo: at.segmentNo, offsetInSegment: at.offsetInSegment });
+    return lax;
   };
   for (;;) {
     let outcome = await tryAt(pos);
@@ -106,7 +128,10 @@ export async function scanLog(opts: ScanOptions): Promise<ScanResult> {
         }
       }
     }
-    if (typeof outcome === 'string') return { end: pos, records, bytes, stopReason: outcome, visited };
+    if (typeof outcome === 'string') {
+      await refuseIfDurable(pos, outcome, opts);
+      return { end: pos, records, bytes, stopReason: outcome, visited, damaged };
+    }
     visited.add(pos.segmentNo);
     opts.apply(outcome);
     const length = recordBytes(outcome.header);
@@ -115,6 +140,85 @@ export async function scanLog(opts: ScanOptions): Promise<ScanResult> {
     records++;
     bytes += length;
   }
+}
+
+const SECTOR_BYTES = 512;
+
+/**
+ * Whether the bad data blocks of a record whose header and meta are intact can only be damage,
+ * not a torn write. The log is written only over zeros (segments start empty, recovery zeroes
+ * past the end), so a torn write leaves at least one 512-byte sector of zeros in a bad block;
+ * a bad block without any zero sector was written whole and changed since.
+ */
+function onlyRotCanExplain(rec: ScannedRecord, data: Buffer): boolean {
+  const crcs = rec.blockCrcs;
+  if (!crcs) return false;
+  let bad = 0;
+  for (let i = 0; i < rec.header.dataBlocks; i++) {
+    const at = i * BLOCK_SIZE;
+    if (blockCrc(data, at) === crcs[i]) continue;
+    bad++;
+    for (let s = at; s < at + BLOCK_SIZE; s += SECTOR_BYTES) if (isZero(data, s, SECTOR_BYTES)) return false;
+  }
+  return bad > 0;
+}
+
+function isZero(buf: Buffer, at: number, length: number): boolean {
+  for (let i = at; i < at + length; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
+/** How much of a segment is read at a time when looking for later records. */
+const SEARCH_CHUNK_BYTES = 1024 * 1024;
+
+/**
+ * The log ends where a record fails its checks. That is right for a torn tail (the records
+ * were never synced, nothing durable is lost) and wrong for damage to records that were
+ * synced: silently cutting there would drop acknowledged data. Every record says up to which
+ * seq the log was durable when it was written, so if any later record (same pool, higher seq)
+ * says the failed seq was durable, the failure is damage: refuse to open, keep the evidence.
+ */
+async function refuseIfDurable(pos: LogPosition, reason: string, opts: ScanOptions): Promise<void> {
+  const voucher = await findVoucher(pos, pos.nextSeq, opts);
+  if (!voucher) return;
+  throw new EngineError(
+    'CORRUPTION',
+    `log record ${pos.nextSeq} (segment ${pos.segmentNo}, offset ${pos.offsetInSegment}) is damaged (${reason}), but record ${voucher.seq} at ${voucher.where} was written after it was made durable: ` +
+      'refusing to open rather than drop acknowledged data; restore the pool from a backup or copy the volumes out with a recovery tool',
+  );
+}
+
+/** A later record saying that record `seq` (at or expected at `pos`) was durable, if any. */
+async function findVoucher(pos: LogPosition, seq: number, opts: ScanOptions): Promise<{ seq: number; where: string } | undefined> {
+  const claims = (h: RecordHeader): boolean => h.poolId === opts.poolId && h.seq > seq && h.syncedSeq >= seq;
+  // The failed record's own length may be unreadable: look at every block after it.
+  const here = await opts.openSegment(pos.segmentNo);
+  if (here) {
+    const chunk = Buffer.allocUnsafe(SEARCH_CHUNK_BYTES);
+    for (let at = pos.offsetInSegment + BLOCK_SIZE; at < opts.segmentBytes; at += SEARCH_CHUNK_BYTES) {
+      const n = await here.read(chunk, 0, Math.min(SEARCH_CHUNK_BYTES, opts.segmentBytes - at), at);
+      for (let b = 0; b + HEADER_BYTES <= n; b += BLOCK_SIZE) {
+        const check = parseHeader(chunk.subarray(b, b + HEADER_BYTES));
+        if (check.ok && claims(check.header)) return { seq: check.header.seq, where: `segment ${pos.segmentNo} offset ${at + b}` };
+      }
+      if (n < SEARCH_CHUNK_BYTES) break;
+    }
+  }
+  // The log may have gone on in another segment: walk those whose records are newer.
+  const header = Buffer.allocUnsafe(HEADER_BYTES);
+  for (const segmentNo of opts.segments) {
+    if (segmentNo === pos.segmentNo) continue;
+    const file = await opts.openSegment(segmentNo);
+    if (!file) continue;
+    const at = { segmentNo, offsetInSegment: 0, nextSeq: -1 };
+    for (;;) {
+      const h = await readHeader(file, at, opts, header);
+      if (typeof h === 'string' || h.seq <= seq) break;
+      if (claims(h)) return { seq: h.seq, where: `segment ${segmentNo} offset ${at.offsetInSegment}` };
+      at.offsetInSegment += recordBytes(h);
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -142,7 +246,7 @@ export async function readRecord(
   if (meta && blockCrcs) {
     for (let i = 0; i < h.dataBlocks; i++) {
       blockCrcs[i] = meta.readUInt32LE(i * META_BYTES_PER_BLOCK);
-      if (opts.verifyData !== false && blockCrc(data, i * BLOCK_SIZE) !== blockCrcs[i]) return 'torn or corrupt data';
+      if (opts.verifyData !== false && blockCrc(data, i * BLOCK_SIZE) !== blockCrcs[i]) return TORN_OR_CORRUPT_DATA;
     }
   }
   const refTargets = new Uint32Array(h.refCount);

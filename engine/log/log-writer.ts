@@ -73,6 +73,9 @@ export class LogWriter {
   #reserveSegment: number;
   #reserveOffset: number;
   #nextSeq: number;
+  /** seq of the last record written, and of the last one known durable (fdatasync'ed). */
+  #writtenSeq: number;
+  #syncedSeq: number;
   #busy = false;
   #kickScheduled = false;
   /** Segments written since their last fdatasync. */
@@ -95,6 +98,9 @@ export class LogWriter {
     this.#reserveSegment = opts.start.segmentNo;
     this.#reserveOffset = opts.start.offsetInSegment;
     this.#nextSeq = opts.start.nextSeq;
+    // Recovery syncs what it replayed before the writer starts.
+    this.#writtenSeq = opts.start.nextSeq - 1;
+    this.#syncedSeq = opts.start.nextSeq - 1;
   }
 
   get failure(): EngineError | undefined {
@@ -175,12 +181,14 @@ export class LogWriter {
   async syncWritten(): Promise<void> {
     if (this.#failure) throw this.#failure;
     const segments = [...this.#unsynced];
+    const upTo = this.#writtenSeq;
     try {
       for (const n of segments) {
         const file = this.#files.get(n);
         assert.ok(file);
         await file.datasync();
       }
+      this.#syncedSeq = Math.max(this.#syncedSeq, upTo);
     } catch (err) {
       this.#fail(err); // a failed fdatasync leaves the log's state unknown, wherever it came from
       throw this.#failure;
@@ -288,9 +296,11 @@ export class LogWriter {
       dataCrc: batch.writeMeta(),
       metaBlocks: batch.metaBlocks,
       refCount: batch.refCount,
+      syncedSeq: this.#syncedSeq,
     });
     const file = await this.#fileForAppend(batch.segmentNo);
     await file.write(batch.buffer, 0, batch.byteLength, batch.offsetInSegment);
+    this.#writtenSeq = batch.seq;
     this.#unsynced.add(batch.segmentNo);
     this.counters.bytesWritten += batch.byteLength;
   }
@@ -309,6 +319,7 @@ export class LogWriter {
 
   async #syncAll(): Promise<void> {
     const segments = [...this.#unsynced];
+    const upTo = this.#writtenSeq;
     this.#unsynced.clear();
     for (const segmentNo of segments) {
       const file = this.#files.get(segmentNo);
@@ -316,6 +327,7 @@ export class LogWriter {
       await file.datasync();
       this.counters.fdatasyncs++;
     }
+    this.#syncedSeq = Math.max(this.#syncedSeq, upTo);
   }
 
   #fail(err: unknown): void {

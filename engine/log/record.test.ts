@@ -28,7 +28,7 @@ function record(blocks: number, refs: number): Batch {
   for (let i = 0; i < refs; i++) expect(batch.appendRef(6, 50 + i, 1000 + i * 3)).toBe(true);
   batch.seq = 42;
   batch.seal();
-  sealHeader(batch.buffer, { seq: 42, poolId: POOL, entryCount: batch.entryCount, dataBlocks: batch.dataBlocks, dataCrc: batch.writeMeta(), metaBlocks: batch.metaBlocks, refCount: batch.refCount });
+  sealHeader(batch.buffer, { seq: 42, poolId: POOL, entryCount: batch.entryCount, dataBlocks: batch.dataBlocks, dataCrc: batch.writeMeta(), metaBlocks: batch.metaBlocks, refCount: batch.refCount, syncedSeq: 0 });
   return batch;
 }
 
