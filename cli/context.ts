@@ -11,6 +11,8 @@ export interface StartedDaemon {
   engineSocketPath: string;
   /** HOST:PORT of the metrics server, when --metrics-addr asked for one. */
   metricsAddress?: string;
+  /** HOST:PORT of the NBD TCP listener, when --nbd-listen asked for one. */
+  nbdTcpAddress?: string;
   close(): Promise<void>;
 }
 

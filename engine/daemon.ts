@@ -1,7 +1,7 @@
 /**
- * The engine process in one call: open the pool in DIR, serve it over NBD (DIR/nbd.sock) and
- * the engine API (DIR/engine.sock). `braid serve` is a thin shell around this; tests and the
- * embedded mode can run it in-process.
+ * The engine process in one call: open the pool in DIR, serve it over NBD (DIR/nbd.sock, and
+ * TCP with TLS when asked) and the engine API (DIR/engine.sock). `braid serve` is a thin shell
+ * around this; tests and the embedded mode can run it in-process.
  *
  * Order matters both ways. Start: pool (takes the pool lock, so a second daemon on DIR fails
  * here, before it touches any socket), then NBD, then the API last, so that once engine.sock
@@ -20,6 +20,9 @@ import { EngineMetrics } from './metrics.ts';
 import { MetricsServer } from './metrics-server.ts';
 import { NbdServer } from './nbd/server.ts';
 import type { NbdLimits } from './nbd/server.ts';
+import { NbdTcpListener } from './nbd/tcp-listener.ts';
+import { TlsAcceptor } from './nbd/tls-acceptor.ts';
+import type { TlsCredentials } from './nbd/tls-credentials.ts';
 import { Pool } from './pool.ts';
 import { applySocketAccess, shareDirectoryWithGroup, withPrivateUmask } from './socket-access.ts';
 
@@ -39,6 +42,11 @@ export interface EngineDaemonOptions {
   metrics?: { host: string; port: number };
   /** NBD server limits (connections, write memory, timeouts); the server's defaults when absent. */
   nbd?: NbdLimits;
+  /**
+   * Also serve NBD on TCP (port 0: any free port), under the same limits. TLS with a client
+   * certificate signed by the CA is required; `tls: null` (plain TCP) only for tests.
+   */
+  nbdTcp?: { host: string; port: number; tls: TlsCredentials | null };
 }
 
 export interface EngineDaemon {
@@ -48,6 +56,8 @@ export interface EngineDaemon {
   engineSocketPath: string;
   /** HOST:PORT the metrics are served on, when asked for. */
   metricsAddress?: string;
+  /** HOST:PORT of the NBD TCP listener, when asked for. */
+  nbdTcpAddress?: string;
   /** Stops everything in reverse start order. Idempotent; resolves after the pool is closed. */
   close(): Promise<void>;
 }
@@ -76,6 +86,15 @@ export async function startEngineDaemon(opts: EngineDaemonOptions): Promise<Engi
     started.push({ name: 'nbd', close: () => nbd.close() });
     await shareSocket(nbdSocketPath, opts);
 
+    let nbdTcpAddress: string | undefined;
+    if (opts.nbdTcp !== undefined) {
+      const { host, port, tls } = opts.nbdTcp;
+      const tcp = await NbdTcpListener.listen({ host, port, nbd, tls: tls === null ? null : new TlsAcceptor(tls), logger: logger.child({ component: 'nbd' }) });
+      // Closed before the NbdServer: first stop accepting, then close the connections.
+      started.push({ name: 'nbd-tcp', close: () => tcp.close() });
+      nbdTcpAddress = tcp.address;
+    }
+
     const api = new EngineApiServer({ manager: pool, logger: logger.child({ component: 'api' }) });
     await listenSocket(opts, (mode) => api.listen(engineSocketPath, mode));
     started.push({ name: 'api', close: () => api.close() });
@@ -92,7 +111,14 @@ export async function startEngineDaemon(opts: EngineDaemonOptions): Promise<Engi
 
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> => (closing ??= closeInReverse(started, logger));
-    return { pool, nbdSocketPath, engineSocketPath, ...(metricsAddress === undefined ? {} : { metricsAddress }), close };
+    return {
+      pool,
+      nbdSocketPath,
+      engineSocketPath,
+      ...(metricsAddress === undefined ? {} : { metricsAddress }),
+      ...(nbdTcpAddress === undefined ? {} : { nbdTcpAddress }),
+      close,
+    };
   } catch (err) {
     // An EngineError is an operating condition (pool locked, socket in use): no stack needed.
     const reason = err instanceof EngineError ? { code: err.code, reason: err.message } : { err };

@@ -10,6 +10,7 @@ declare -A PACKAGE_OF=(
   [nbdkit]=nbdkit [fio]=fio
   [mkfs.ext4]=e2fsprogs [mkfs.xfs]=xfsprogs [fusermount3]=fuse3 [losetup]=mount
   [qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio
+  [openssl]=openssl
 )
 
 missing=()

@@ -16,10 +16,12 @@ import type { Command } from 'commander';
 import { pino } from 'pino';
 import type { LocalCsi } from '../../csi/local-mode.ts';
 import { socketPathOf } from '../../csi/socket.ts';
+import type { EngineDaemonOptions } from '../../engine/daemon.ts';
 import { EngineError } from '../../engine/errors.ts';
 import type { Logger } from '../../engine/logger.ts';
 import { DEFAULT_MAX_REQUEST_BYTES } from '../../engine/nbd/protocol.ts';
 import type { NbdLimits } from '../../engine/nbd/server.ts';
+import { loadTlsCredentials, TlsFileError } from '../../engine/nbd/tls-credentials.ts';
 import { applySocketAccess, DEFAULT_SOCKET_MODE, parseSocketMode, resolveGroup, withPrivateUmask } from '../../engine/socket-access.ts';
 import type { SocketAccess } from '../../engine/socket-access.ts';
 import type { CliContext, StartedDaemon } from '../context.ts';
@@ -42,6 +44,11 @@ interface ServeOptions {
   nodeStateDir?: string;
   maxConnections?: string;
   maxInflightWriteBytes?: string;
+  nbdListen?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  nbdTcpInsecure?: boolean;
 }
 
 export function registerServeCommand(program: Command, ctx: CliContext): void {
@@ -57,6 +64,11 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
     .option('--node-state-dir <DIR>', 'where the CSI node service records staged volumes (default: DIR/node)')
     .option('--max-connections <N>', 'open NBD connections beyond which new ones are refused (default: 1024)')
     .option('--max-inflight-write-bytes <SIZE>', 'NBD write data in flight over all connections before reading pauses (default: 256M, at least 32M)')
+    .option('--nbd-listen <HOST:PORT>', 'also serve NBD on TCP (port 0: any free port); needs --tls-cert, --tls-key and --tls-ca')
+    .option('--tls-cert <FILE>', 'PEM certificate the NBD TCP listener presents (SAN: the names/addresses clients use)')
+    .option('--tls-key <FILE>', 'PEM private key of --tls-cert (unencrypted; keep it readable by the daemon only)')
+    .option('--tls-ca <FILE>', 'PEM CA certificate(s): NBD TCP clients must present a certificate signed by one')
+    .option('--nbd-tcp-insecure', 'serve --nbd-listen as plain TCP without TLS: anyone who reaches the port gets every volume; tests only')
     .addOption(new Option('--log-level <LEVEL>', 'log level').choices(LOG_LEVELS).default('info'))
     .action((opts: ServeOptions) => serve(opts, ctx));
 }
@@ -72,6 +84,7 @@ async function serve(opts: ServeOptions, ctx: CliContext): Promise<void> {
   const metrics = opts.metricsAddr === undefined ? undefined : parseHostPort(opts.metricsAddr);
   const access = await socketAccessOf(opts);
   const nbd = nbdLimitsOf(opts);
+  const nbdTcp = await nbdTcpOf(opts);
   const dir = resolve(opts.data);
   const csiEndpoint = opts.csiEndpoint ?? `unix://${join(dir, CSI_SOCKET_NAME)}`;
   const csiSocketPath = csiSocketOf(csiEndpoint);
@@ -90,10 +103,12 @@ async function serve(opts: ServeOptions, ctx: CliContext): Promise<void> {
     socketMode: access.mode,
     ...(access.gid === undefined ? {} : { socketGid: access.gid }),
     nbd,
+    ...(nbdTcp === undefined ? {} : { nbdTcp }),
   });
   const csi = await startCsi(daemon, { dir, logger, nodeId, nodeStateDir, endpoint: csiEndpoint, access });
   const uriTemplate = nbdUri(daemon.nbdSocketPath, 'NAME');
   const metricsUrl = daemon.metricsAddress === undefined ? undefined : `http://${daemon.metricsAddress}/metrics`;
+  const nbdTcpUriTemplate = daemon.nbdTcpAddress === undefined ? undefined : `${nbdTcp?.tls === null ? 'nbd' : 'nbds'}://${daemon.nbdTcpAddress}/NAME`;
   logger.info(
     {
       dir,
@@ -105,8 +120,13 @@ async function serve(opts: ServeOptions, ctx: CliContext): Promise<void> {
       socketMode: `0${access.mode.toString(8)}`,
       ...(access.gid === undefined ? {} : { socketGid: access.gid }),
       ...(metricsUrl === undefined ? {} : { metricsUrl }),
+      ...(nbdTcpUriTemplate === undefined ? {} : { nbdTcpAddress: daemon.nbdTcpAddress, nbdTcpUriTemplate, nbdTcpTls: nbdTcp?.tls !== null }),
+      ...(nbdTcp === undefined || nbdTcp.tls === null
+        ? {}
+        : { nbdTlsServerCert: nbdTcp.tls.serverSubject, nbdTlsServerCertValidTo: nbdTcp.tls.serverValidTo.toISOString(), nbdTlsClientCas: nbdTcp.tls.caSubjects }),
     },
     `braid ready: engine API unix:${daemon.engineSocketPath}, NBD ${uriTemplate}, CSI unix:${csiSocketPath}` +
+      (nbdTcpUriTemplate === undefined ? '' : `, NBD over TCP ${nbdTcpUriTemplate}${nbdTcp?.tls === null ? ' (NO TLS)' : ' (TLS, client certificate required)'}`) +
       (metricsUrl === undefined ? '' : `, metrics ${metricsUrl}`),
   );
 
@@ -145,6 +165,37 @@ function nbdLimitsOf(opts: ServeOptions): NbdLimits {
     limits.maxInflightWriteBytes = bytes;
   }
   return limits;
+}
+
+/**
+ * --nbd-listen and its TLS files. TCP without TLS only with --nbd-tcp-insecure; a missing or
+ * stray flag, and a TLS file that cannot be used, are usage errors found before anything starts.
+ */
+async function nbdTcpOf(opts: ServeOptions): Promise<EngineDaemonOptions['nbdTcp']> {
+  const tlsFlags = { '--tls-cert': opts.tlsCert, '--tls-key': opts.tlsKey, '--tls-ca': opts.tlsCa };
+  const given = Object.entries(tlsFlags).filter(([, value]) => value !== undefined).map(([flag]) => flag);
+  const missing = Object.entries(tlsFlags).filter(([, value]) => value === undefined).map(([flag]) => flag);
+  if (opts.nbdListen === undefined) {
+    const stray = opts.nbdTcpInsecure === true ? [...given, '--nbd-tcp-insecure'] : given;
+    if (stray.length > 0) throw new UsageError(`${stray.join(', ')} ${stray.length === 1 ? 'applies' : 'apply'} only with --nbd-listen`);
+    return undefined;
+  }
+  const { host, port } = parseHostPort(opts.nbdListen);
+  if (opts.nbdTcpInsecure === true) {
+    if (given.length > 0) throw new UsageError(`--nbd-tcp-insecure turns TLS off; do not give it with ${given.join(', ')}`);
+    return { host, port, tls: null };
+  }
+  if (missing.length > 0) {
+    throw new UsageError(
+      `--nbd-listen requires TLS with client certificates: missing ${missing.join(', ')} (--nbd-tcp-insecure serves plain TCP, for tests only)`,
+    );
+  }
+  try {
+    return { host, port, tls: await loadTlsCredentials({ certFile: opts.tlsCert as string, keyFile: opts.tlsKey as string, caFile: opts.tlsCa as string }) };
+  } catch (err) {
+    if (err instanceof TlsFileError) throw new UsageError(err.message);
+    throw err;
+  }
 }
 
 /** The endpoint's socket path; a malformed endpoint is a usage error, found before anything starts. */

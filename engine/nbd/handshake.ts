@@ -8,6 +8,10 @@
  * result, and the caller must close it. When `negotiate` resolves with null the connection has
  * already been closed (gracefully after NBD_OPT_ABORT, abruptly after a protocol violation) and
  * no export is open.
+ *
+ * TLS (`opts.tls`, TCP listeners): the client must send NBD_OPT_STARTTLS first; after our ACK
+ * the TLS handshake runs on the same socket and the options go on inside TLS, on a new reader.
+ * The result then names the TLS socket and reader (`secured`) that transmission must use.
  */
 import type { Socket } from 'node:net';
 import type { BlockDevice, ExportProvider } from '../block-device.ts';
@@ -22,9 +26,11 @@ import {
   EXPORT_NAME_PADDING_BYTES,
   EXPORT_NAME_REPLY_BYTES,
   GREETING_BYTES,
+  HANDSHAKE_BUFFER_MAX_BYTES,
   HANDSHAKE_OPTIONS_MAX,
   INFO_BLOCK_SIZE_BYTES,
   INFO_EXPORT_BYTES,
+  NBD_FLAG_C_FIXED_NEWSTYLE,
   NBD_FLAG_C_NO_ZEROES,
   NBD_FLAG_CAN_MULTI_CONN,
   NBD_FLAG_FIXED_NEWSTYLE,
@@ -55,6 +61,7 @@ import {
   NBD_REP_ACK,
   NBD_REP_ERR_INVALID,
   NBD_REP_ERR_POLICY,
+  NBD_REP_ERR_TLS_REQD,
   NBD_REP_ERR_UNSUP,
   NBD_REP_INFO,
   NBD_REP_MAGIC,
@@ -65,8 +72,7 @@ import {
   OPTION_HEADER_BYTES,
   OPTION_REPLY_HEADER_BYTES,
 } from './protocol.ts';
-import { ConnectionClosedError } from './socket-reader.ts';
-import type { SocketReader } from './socket-reader.ts';
+import { ConnectionClosedError, SocketReader } from './socket-reader.ts';
 import { decodeNbdString, writeUInt64 } from './wire.ts';
 
 export interface NegotiatedExport {
@@ -77,6 +83,20 @@ export interface NegotiatedExport {
   readonly structuredReplies: boolean;
   /** Context id of base:allocation for NBD_CMD_BLOCK_STATUS, or 0 when not selected. */
   readonly allocationContextId: number;
+  /**
+   * Set when the client upgraded to TLS: transmission runs on this socket, not the accepted
+   * one, and this reader holds what the client sent past the handshake.
+   */
+  readonly secured?: { readonly socket: Socket; readonly reader: SocketReader };
+}
+
+/** The TLS upgrade of a TLS-only listener (engine/nbd/tls-acceptor.ts). */
+export interface StartTls {
+  /**
+   * Runs the TLS handshake on the idle socket. Resolves with the TLS socket once the client is
+   * authenticated; rejects (the message says why) with the connection closed otherwise.
+   */
+  upgrade(socket: Socket): Promise<Socket>;
 }
 
 export interface HandshakeOptions {
@@ -84,6 +104,12 @@ export interface HandshakeOptions {
   /** Largest READ/WRITE payload, advertised as the maximum block size. */
   readonly maxRequestBytes: number;
   readonly logger: Logger;
+  /**
+   * Present on a listener that requires TLS (FORCEDTLS in the protocol's terms): until the
+   * client has upgraded, every option but STARTTLS and ABORT gets NBD_REP_ERR_TLS_REQD and
+   * NBD_OPT_EXPORT_NAME closes the connection. Absent: STARTTLS is refused (NOTLS).
+   */
+  readonly tls?: StartTls;
 }
 
 /** Transmission flags for an export: everything we support, plus READ_ONLY for snapshots. */
@@ -133,10 +159,15 @@ interface MetaContextRequest {
 }
 
 class Handshake {
-  private readonly socket: Socket;
+  /** The accepted socket, then the TLS socket once the client upgraded. */
+  private socket: Socket;
   private readonly exports: ExportProvider;
   private readonly maxRequestBytes: number;
   private readonly logger: Logger;
+  private readonly tls: StartTls | undefined;
+  /** The TLS socket and its reader, once the client upgraded. */
+  private secured: { socket: Socket; reader: SocketReader } | null = null;
+  private refusedWithoutTls = false;
   private noZeroes = false;
   private structuredReplies = false;
   /** The last SET_META_CONTEXT: for which export, and whether it selected base:allocation. */
@@ -147,6 +178,7 @@ class Handshake {
     this.exports = opts.exports;
     this.maxRequestBytes = opts.maxRequestBytes;
     this.logger = opts.logger;
+    this.tls = opts.tls;
   }
 
   async run(reader: SocketReader): Promise<NegotiatedExport | null> {
@@ -156,6 +188,9 @@ class Handshake {
       return this.hangUp('unknown client flags', { clientFlags });
     }
     this.noZeroes = (clientFlags & NBD_FLAG_C_NO_ZEROES) !== 0;
+    if (this.tls !== undefined && (clientFlags & NBD_FLAG_C_FIXED_NEWSTYLE) === 0) {
+      return this.hangUp('TLS is required and needs fixed newstyle', { clientFlags });
+    }
     for (let i = 0; i < HANDSHAKE_OPTIONS_MAX; i++) {
       // A client that sends options without reading the replies (NBD_OPT_LIST over and over)
       // would make us queue replies without bound; wait until it has read them. The handshake
@@ -168,7 +203,19 @@ class Handshake {
       if (lengthBytes > OPTION_DATA_MAX_BYTES) {
         return this.hangUp('option data too long', { option, lengthBytes });
       }
-      const outcome = this.handleOption(option, await reader.read(lengthBytes));
+      const data = await reader.read(lengthBytes);
+      if (option === NBD_OPT_STARTTLS && this.tls !== undefined) {
+        const next = await this.startTls(this.tls, data, reader);
+        if (next === null) return null;
+        reader = next;
+        continue;
+      }
+      if (this.tls !== undefined && this.secured === null && option !== NBD_OPT_ABORT) {
+        if (option === NBD_OPT_EXPORT_NAME) return this.hangUp('NBD_OPT_EXPORT_NAME before TLS');
+        this.refuseWithoutTls(option);
+        continue;
+      }
+      const outcome = this.handleOption(option, data);
       if (outcome === CONTINUE) continue;
       if (outcome === HANG_UP) return this.hangUp('unusable NBD_OPT_EXPORT_NAME');
       if (outcome === ABORT) {
@@ -208,6 +255,54 @@ class Handshake {
         this.replyError(option, NBD_REP_ERR_UNSUP, `option ${option} is not supported`);
         return CONTINUE;
     }
+  }
+
+  /**
+   * NBD_OPT_STARTTLS on a TLS listener. Returns the reader to go on with (a new one, over TLS,
+   * after an upgrade), or null once the connection is closed.
+   */
+  private async startTls(tls: StartTls, data: Buffer, reader: SocketReader): Promise<SocketReader | null> {
+    const option = NBD_OPT_STARTTLS;
+    if (this.secured !== null) {
+      this.replyError(option, NBD_REP_ERR_INVALID, 'TLS is already active');
+      return reader;
+    }
+    if (data.length !== 0) {
+      this.replyError(option, NBD_REP_ERR_INVALID, 'unexpected option data');
+      return reader;
+    }
+    // The client must wait for our ACK before its first TLS byte. Bytes it sent already would
+    // be neither plaintext options nor TLS (the STARTTLS injection of other protocols), so
+    // they end the connection. Paused first: nothing may be emitted before TLS takes over.
+    this.socket.pause();
+    if (reader.detach().length !== 0) return this.hangUp('data after NBD_OPT_STARTTLS, before its reply');
+    this.reply(option, NBD_REP_ACK);
+    let secure: Socket;
+    try {
+      secure = await tls.upgrade(this.socket);
+    } catch (err) {
+      this.logger.warn({ reason: err instanceof Error ? err.message : String(err) }, 'NBD TLS handshake failed; connection closed');
+      this.socket.destroy();
+      return null;
+    }
+    secure.on('error', (err) => this.logger.debug({ err }, 'NBD TLS socket error'));
+    const secureReader = new SocketReader(secure, HANDSHAKE_BUFFER_MAX_BYTES);
+    this.socket = secure;
+    this.secured = { socket: secure, reader: secureReader };
+    // Nothing negotiated in plaintext may carry over into TLS (nbdkit's CVE-2021-3716). Here
+    // nothing can be, since every such option was refused; reset anyway.
+    this.structuredReplies = false;
+    this.metaSelection = null;
+    this.logger.debug('NBD TLS established');
+    return secureReader;
+  }
+
+  private refuseWithoutTls(option: number): void {
+    if (!this.refusedWithoutTls) {
+      this.refusedWithoutTls = true;
+      this.logger.info({ option }, 'NBD client negotiating without TLS on a TLS-only listener; refusing its options');
+    }
+    this.replyError(option, NBD_REP_ERR_TLS_REQD, 'TLS is required: send NBD_OPT_STARTTLS first');
   }
 
   /** Legacy entry into transmission. It has no error reply, so any failure hangs up. */
@@ -348,6 +443,7 @@ class Handshake {
       device,
       structuredReplies: this.structuredReplies,
       allocationContextId: allocation ? BASE_ALLOCATION_CONTEXT_ID : 0,
+      ...(this.secured === null ? {} : { secured: this.secured }),
     };
   }
 

@@ -43,7 +43,7 @@ export const NBD_OPT_EXPORT_NAME = 1;
 export const NBD_OPT_ABORT = 2;
 /** One NBD_REP_SERVER per export, then an ACK. */
 export const NBD_OPT_LIST = 3;
-/** TLS upgrade; refused with NBD_REP_ERR_POLICY until TLS is implemented. */
+/** TLS upgrade: ACK then the TLS handshake on a TLS listener; NBD_REP_ERR_POLICY elsewhere. */
 export const NBD_OPT_STARTTLS = 5;
 /** Describe one export without entering transmission. */
 export const NBD_OPT_INFO = 6;
@@ -68,10 +68,12 @@ export const NBD_REP_META_CONTEXT = 4;
 const NBD_REP_FLAG_ERROR = 0x8000_0000;
 /** The option is unknown to this server. */
 export const NBD_REP_ERR_UNSUP = NBD_REP_FLAG_ERROR + 1;
-/** The option is known but refused by policy (STARTTLS for now, unusable exports). */
+/** The option is known but refused by policy (STARTTLS without TLS, unusable exports). */
 export const NBD_REP_ERR_POLICY = NBD_REP_FLAG_ERROR + 2;
 /** The option's data is malformed. */
 export const NBD_REP_ERR_INVALID = NBD_REP_FLAG_ERROR + 3;
+/** On a TLS-only listener, any option but STARTTLS and ABORT before the client upgraded. */
+export const NBD_REP_ERR_TLS_REQD = NBD_REP_FLAG_ERROR + 5;
 /** The named export does not exist. */
 export const NBD_REP_ERR_UNKNOWN = NBD_REP_FLAG_ERROR + 6;
 

@@ -18,6 +18,7 @@ import type { ExportProvider } from '../block-device.ts';
 import type { Logger } from '../logger.ts';
 import { TransmissionConnection } from './connection.ts';
 import { negotiate } from './handshake.ts';
+import type { StartTls } from './handshake.ts';
 import {
   BLOCK_SIZE_PREFERRED_BYTES,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
@@ -128,7 +129,7 @@ export class NbdServer {
     assert.equal(this.server, null, 'listen() called twice');
     assert.ok(!this.closing, 'listen() after close()');
     await prepareSocketPath(socketPath);
-    const server = net.createServer({ allowHalfOpen: true }, this.onConnection);
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(socketPath, () => {
@@ -192,7 +193,12 @@ export class NbdServer {
     for (const session of this.sessions.keys()) session.transmission?.resetStallCheck();
   }
 
-  private readonly onConnection = (socket: net.Socket): void => {
+  /**
+   * Serves one accepted connection: the unix listener's, and the TCP listener's
+   * (engine/nbd/tcp-listener.ts), under the same limits. With `tls` the client must upgrade
+   * (NBD_OPT_STARTTLS) before anything else.
+   */
+  accept(socket: net.Socket, tls?: StartTls): void {
     // Every socket needs an 'error' listener, or an ECONNRESET would crash the process.
     socket.on('error', (err) => this.logger.debug({ err }, 'NBD socket error'));
     if (this.closing) {
@@ -205,16 +211,17 @@ export class NbdServer {
       return;
     }
     this.refusals.accepted();
-    const logger = this.logger.child({ nbdConnection: this.nextConnectionId++ });
+    const remote = socket.remoteAddress === undefined ? {} : { remote: `${socket.remoteAddress}:${socket.remotePort}` };
+    const logger = this.logger.child({ nbdConnection: this.nextConnectionId++, ...remote });
     const session: Session = { socket, transmission: null };
     this.sessions.set(
       session,
-      this.serve(session, logger).finally(() => this.sessions.delete(session)),
+      this.serve(session, logger, tls).finally(() => this.sessions.delete(session)),
     );
-  };
+  }
 
   /** Runs one connection to the end. Never rejects. */
-  private async serve(session: Session, logger: Logger): Promise<void> {
+  private async serve(session: Session, logger: Logger, tls: StartTls | undefined): Promise<void> {
     const socket = session.socket;
     // Absolute, not idle time: a client trickling a byte at a time must not hold a slot forever.
     const handshakeTimer = setTimeout(() => {
@@ -229,6 +236,7 @@ export class NbdServer {
           exports: this.exports,
           maxRequestBytes: this.maxRequestBytes,
           logger,
+          ...(tls === undefined ? {} : { tls }),
         });
       } finally {
         clearTimeout(handshakeTimer);
@@ -238,7 +246,9 @@ export class NbdServer {
         return;
       }
       logger.debug({ exportName: negotiated.name }, 'NBD transmission started');
-      const transmission = new TransmissionConnection(socket, negotiated, reader.detach(), {
+      // After STARTTLS the transmission runs on the TLS socket and its reader.
+      const stream = negotiated.secured ?? { socket, reader };
+      const transmission = new TransmissionConnection(stream.socket, negotiated, stream.reader.detach(), {
         maxRequestBytes: this.maxRequestBytes,
         maxInFlight: this.maxInFlight,
         writeBudget: this.writeBudget,
