@@ -369,7 +369,14 @@ class SimulationRun implements RunContext {
   }
 
   async #checkLive(e: ExportModel, context: string): Promise<void> {
-    const rb = await readExport(this.#livePool, e, this.#damage.readExcuse(this.#disk), context);
+    let rb;
+    try {
+      rb = await readExport(this.#livePool, e, this.#damage.readExcuse(this.#disk), context);
+    } catch (err) {
+      // Power failed in the middle of the read: the machine is gone, recovery is checked next.
+      if (this.#disk.crashed) return;
+      throw err;
+    }
     if (rb.blocks.length !== e.blocks.length) throw new SimFailure(`${context}: ${e.name} has ${rb.blocks.length} blocks, the model ${e.blocks.length}`);
     verifyBlocks(this.#model, e, rb, { exact: !this.#readOnly, context: `${context} at step ${this.#stepIndex}`, damage: this.#damage });
     this.#stats.bytesVerified += rb.bytesRead;
