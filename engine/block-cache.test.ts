@@ -37,6 +37,22 @@ describe('BlockCache', () => {
     expect(out[0]).toBe(9);
   });
 
+  it('copies a run of blocks cached in consecutive slots at once', () => {
+    const cache = new BlockCache(8 * 4096);
+    for (let pbn = 50; pbn < 54; pbn++) cache.insert(pbn, block(pbn), 0);
+    cache.insert(70, block(70), 0);
+    expect(cache.cachedRun(50, 10)).toBe(4);
+    expect(cache.cachedRun(52, 10)).toBe(2);
+    expect(cache.cachedRun(51, 2)).toBe(2);
+    expect(cache.cachedRun(60, 3)).toBe(0);
+    const out = Buffer.alloc(3 * 4096 - 100);
+    cache.readRun(51, 3, 100, out, 0, out.length);
+    expect(out[0]).toBe(51);
+    expect(out[4096 - 100]).toBe(52);
+    expect(out.at(-1)).toBe(53);
+    expect(cache.hits).toBe(3);
+  });
+
   it('a zero-sized cache stores nothing', () => {
     const cache = new BlockCache(0);
     expect(cache.enabled).toBe(false);

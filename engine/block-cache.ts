@@ -45,6 +45,27 @@ export class BlockCache {
     return this.#slotOf.has(pbn);
   }
 
+  /**
+   * How many blocks from pbn (at most max) are cached in consecutive slots, so they can be
+   * copied out at once (a sequential read fills consecutive slots); 0 on a miss.
+   */
+  cachedRun(pbn: number, max: number): number {
+    const slot = this.#slotOf.get(pbn);
+    if (slot === undefined) return 0;
+    let n = 1;
+    while (n < max && slot + n < this.capacityBlocks && this.#pbnOf[slot + n] === pbn + n) n++;
+    return n;
+  }
+
+  /** Copies `length` bytes starting `from` bytes into cached block pbn and the run after it. */
+  readRun(pbn: number, count: number, from: number, dest: Buffer, destOffset: number, length: number): void {
+    const slot = this.#slotOf.get(pbn)!;
+    this.hits += count;
+    this.#referenced.fill(1, slot, slot + count);
+    const at = slot * BLOCK_SIZE + from;
+    this.#slab.copy(dest, destOffset, at, at + length);
+  }
+
   /** Copies bytes [from, from+length) of block pbn into dest at destOffset; false on a miss. */
   read(pbn: number, from: number, dest: Buffer, destOffset: number, length: number): boolean {
     const slot = this.#slotOf.get(pbn);

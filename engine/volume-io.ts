@@ -119,11 +119,12 @@ export class VolumeIo {
     const head = skip % BLOCK_SIZE; // bytes of the first block not wanted
     const blocks = Math.ceil((head + length) / BLOCK_SIZE);
     for (let i = 0; i < blocks; ) {
-      if (cache.enabled && cache.has(first + i)) {
+      const cached = cache.enabled ? cache.cachedRun(first + i, blocks - i) : 0;
+      if (cached > 0) {
         const from = i === 0 ? head : 0;
-        const at = i * BLOCK_SIZE - head + from; // where this block's wanted bytes go in the request
-        cache.read(first + i, from, dest, destOffset + at, Math.min(BLOCK_SIZE - from, length - at));
-        i++;
+        const at = i * BLOCK_SIZE - head + from; // where this run's wanted bytes go in the request
+        cache.readRun(first + i, cached, from, dest, destOffset + at, Math.min(cached * BLOCK_SIZE - from, length - at));
+        i += cached;
         continue;
       }
       let j = i + 1;
