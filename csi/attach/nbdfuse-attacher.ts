@@ -13,7 +13,7 @@
  * its whole life; losetup --set-capacity therefore sees nothing new after the engine grows a
  * volume. `refresh` re-attaches instead, which needs the device unused (offline expansion).
  */
-import { mkdir, rm, rmdir } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { deviceSizeBytes } from '../mount/filesystem.ts';
 import { readMountTable, mountsAt } from '../mount/mountinfo.ts';
@@ -25,13 +25,14 @@ import { execTool } from './exec.ts';
 import type { Exec } from './exec.ts';
 import { exportSizeBytes } from './export-size.ts';
 import { checkExportName, nbdUnixUri } from './export-name.ts';
+import { teardownFuseAttachment } from './fuse-teardown.ts';
 import { KeyedLock } from './keyed-lock.ts';
-import { detachLoop, loopAttachArgs, loopsBackedBy } from './loop.ts';
+import { loopAttachArgs, loopsBackedBy } from './loop.ts';
 import { isNbdfuseFor, nbdfuseLayout } from './nbdfuse-layout.ts';
 import type { NbdfuseLayout } from './nbdfuse-layout.ts';
 import { reapNbdfuse, startNbdfuse, unmountFuse } from './nbdfuse-process.ts';
 import { findProcesses, processArgv } from './proc.ts';
-import { readState, removeState, writeState } from './state-file.ts';
+import { readState, writeState } from './state-file.ts';
 import type { NbdfuseState } from './state-file.ts';
 
 /** A healthy engine answers a 4 KiB read in milliseconds; a dead connection fails at once. */
@@ -197,30 +198,11 @@ export class NbdfuseAttacher implements Attacher {
    */
   async #teardown(probe: NbdfuseProbe): Promise<void> {
     const { layout } = probe;
-    for (const loop of probe.loops) {
-      const users = await waitUntilUnused(loop);
-      if (users.length > 0) throw new AttachError('DEVICE_BUSY', `${loop} is in use (${users.join(', ')}): not detaching it`);
-    }
-    for (const loop of probe.loops) await detachLoop(this.#exec, loop);
-    if (probe.fuseMounted) {
-      try {
-        await unmountFuse(layout.mountDir, this.#exec);
-      } catch (err) {
-        const stillMounted = mountsAt(await readMountTable(), layout.mountDir).length > 0;
-        if (stillMounted) throw new AttachError('DEVICE_BUSY', `cannot unmount ${layout.mountDir}: its file is in use`, { cause: err });
-      }
-    }
-    if (probe.pid !== undefined) {
-      const ended = await reapNbdfuse(probe.pid);
-      if (ended !== 'exited') this.#logger.warn({ pid: probe.pid, ended }, 'nbdfuse did not exit after its unmount');
-    }
-    await rm(layout.pidFile, { force: true });
-    await rm(layout.logFile, { force: true });
-    await rmdir(layout.mountDir).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw err;
-    });
-    await removeState(layout.stateDir, layout.exportName);
+    const server = { name: 'nbdfuse', unmount: (dir: string) => unmountFuse(dir, this.#exec), reap: reapNbdfuse };
+    const files = [layout.pidFile, layout.logFile];
+    await teardownFuseAttachment({ ...probe, exportName: layout.exportName, stateDir: layout.stateDir, mountDir: layout.mountDir, files }, server, this.#exec, this.#logger);
   }
+
 
   async #refresh(req: AttachRequest): Promise<RefreshResult> {
     const probe = await this.probe(req.exportName, req.stateDir);
