@@ -25,6 +25,7 @@ import {
   NBD_STRUCTURED_REPLY_MAGIC,
 } from './protocol.ts';
 import { NbdServer } from './server.ts';
+import { ExactReader } from './test-exact-reader.ts';
 import type { NbdServerOptions } from './server.ts';
 
 /** A raw client: exact reads, and a promise for the moment the server closes on us. */
@@ -32,28 +33,11 @@ export class RawClient {
   readonly socket: net.Socket;
   /** Resolves when the socket has closed, whoever closed it. */
   readonly closed: Promise<void>;
-  private buffered = Buffer.alloc(0);
-  private ended = false;
-  private wake: (() => void) | null = null;
+  readonly #reader = new ExactReader();
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
-    socket.on('data', (chunk: Buffer) => {
-      this.buffered = Buffer.concat([this.buffered, chunk]);
-      this.wake?.();
-    });
-    socket.on('error', () => {});
-    this.closed = new Promise((resolve) => {
-      socket.on('close', () => {
-        this.ended = true;
-        this.wake?.();
-        resolve();
-      });
-    });
-    socket.on('end', () => {
-      this.ended = true;
-      this.wake?.();
-    });
+    this.closed = this.#reader.attach(socket);
   }
 
   static connect(socketPath: string): Promise<RawClient> {
@@ -68,17 +52,8 @@ export class RawClient {
   }
 
   /** Exactly `n` bytes; throws if the connection ends first. */
-  async read(n: number): Promise<Buffer> {
-    while (this.buffered.length < n) {
-      if (this.ended) throw new Error(`connection ended with ${this.buffered.length} of ${n} bytes`);
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-      });
-      this.wake = null;
-    }
-    const out = this.buffered.subarray(0, n);
-    this.buffered = this.buffered.subarray(n);
-    return out;
+  read(n: number): Promise<Buffer> {
+    return this.#reader.read(n);
   }
 
   write(data: Buffer): void {
@@ -93,7 +68,7 @@ export class RawClient {
   /** True once the server has closed the connection and everything it sent was read. */
   async endsWithoutMoreData(): Promise<boolean> {
     await this.closed;
-    return this.buffered.length === 0;
+    return this.#reader.pending === 0;
   }
 
   destroy(): void {

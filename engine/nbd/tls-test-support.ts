@@ -11,6 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
+import { ExactReader } from './test-exact-reader.ts';
 import { NBD_FLAG_C_FIXED_NEWSTYLE, NBD_FLAG_C_NO_ZEROES, NBD_OPTS_MAGIC, NBD_REP_MAGIC } from './protocol.ts';
 
 const run = promisify(execFile);
@@ -116,13 +117,11 @@ export class StartTlsClient {
   socket: net.Socket;
   /** Resolves when the current socket has closed. */
   closed: Promise<void>;
-  private buffered = Buffer.alloc(0);
-  private ended = false;
-  private wake: (() => void) | null = null;
+  readonly #reader = new ExactReader();
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
-    this.closed = this.attach(socket);
+    this.closed = this.#reader.attach(socket);
   }
 
   static connect(port: number, host = '127.0.0.1'): Promise<StartTlsClient> {
@@ -137,17 +136,8 @@ export class StartTlsClient {
   }
 
   /** Exactly `n` bytes; throws if the connection ends first. */
-  async read(n: number): Promise<Buffer> {
-    while (this.buffered.length < n) {
-      if (this.ended) throw new Error(`connection ended with ${this.buffered.length} of ${n} bytes`);
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-      });
-      this.wake = null;
-    }
-    const out = this.buffered.subarray(0, n);
-    this.buffered = this.buffered.subarray(n);
-    return out;
+  read(n: number): Promise<Buffer> {
+    return this.#reader.read(n);
   }
 
   write(data: Buffer): void {
@@ -184,15 +174,14 @@ export class StartTlsClient {
    * that then refuses the certificate closes the connection afterwards.
    */
   async startTls(pem: ClientPem): Promise<void> {
-    if (this.buffered.length !== 0) throw new Error('unread plaintext before TLS');
+    if (this.#reader.pending !== 0) throw new Error('unread plaintext before TLS');
     const raw = this.socket;
     raw.removeAllListeners('data');
     raw.removeAllListeners('end');
     raw.removeAllListeners('close');
     const secure = tls.connect({ socket: raw, servername: 'localhost', ...pem });
     this.socket = secure;
-    this.ended = false;
-    this.closed = this.attach(secure);
+    this.closed = this.#reader.attach(secure);
     await new Promise<void>((resolve, reject) => {
       secure.once('secureConnect', () => {
         secure.off('error', reject);
@@ -211,22 +200,5 @@ export class StartTlsClient {
     this.socket.destroy();
   }
 
-  private attach(socket: net.Socket): Promise<void> {
-    socket.on('data', (chunk: Buffer) => {
-      this.buffered = Buffer.concat([this.buffered, chunk]);
-      this.wake?.();
-    });
-    socket.on('error', () => {});
-    socket.on('end', () => {
-      this.ended = true;
-      this.wake?.();
-    });
-    return new Promise((resolve) => {
-      socket.on('close', () => {
-        this.ended = true;
-        this.wake?.();
-        resolve();
-      });
-    });
-  }
+
 }
