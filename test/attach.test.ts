@@ -6,9 +6,8 @@
  * Every test ends by detaching and proving nothing is left: no loop device on our file, no FUSE
  * mount, no nbdfuse process, no state files. afterAll tears down whatever a failed test left.
  */
-import { randomBytes, createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readdir, readFile, realpath, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, realpath, rm, stat, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,9 +17,9 @@ import { formatIfNeeded, deviceSizeBytes, filesystemStats, growFilesystem } from
 import type { FsType } from '../csi/mount/filesystem.ts';
 import { bindMount, isMountPoint, mount, unmount } from '../csi/mount/mount.ts';
 import { isNbdfuseFor } from '../csi/attach/nbdfuse-layout.ts';
-import { findProcesses, waitForExit } from '../csi/attach/proc.ts';
-import { parseMountInfo } from '../csi/mount/mountinfo.ts';
-import { MiB, qemuIo, run, runOk, useEngine } from './harness.ts';
+import { findProcesses } from '../csi/attach/proc.ts';
+import { MiB, qemuIo, runOk, useEngine } from './harness.ts';
+import { cleanUpDevicesUnder, liveDevices, readSums, writeFiles } from './lib/devices.ts';
 
 const canRun = process.getuid?.() === 0 && existsSync('/dev/fuse') && existsSync('/dev/loop-control');
 
@@ -51,45 +50,17 @@ afterAll(async () => {
 
 // ---- What is left, and tearing it down whatever state a failed test left -------------------
 
-interface Live {
-  mounts: { mountPoint: string; fsType: string }[];
-  loops: { name: string; backingFile: string }[];
-}
-
-async function live(): Promise<Live> {
-  const mounts = parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8'));
-  const listed = JSON.parse((await runOk('losetup', ['--json', '--list'])).stdout) as { loopdevices: { name: string; 'back-file': string }[] };
-  return { mounts, loops: listed.loopdevices.map((d) => ({ name: d.name, backingFile: d['back-file'] })) };
-}
-
 /** Everything of `exportName` still present: files in the state dir, loop devices, FUSE mounts, nbdfuse processes. */
 async function leftoversOf(dir: string, exportName: string): Promise<string[]> {
   const mountDir = join(dir, `fuse-${exportName}`);
   const found: string[] = [];
   const files = existsSync(dir) ? await readdir(dir) : [];
   for (const f of files) if (f.startsWith(`${exportName}.`) || f === `fuse-${exportName}`) found.push(`file ${f}`);
-  const { mounts, loops } = await live();
+  const { mounts, loops } = await liveDevices();
   for (const l of loops) if (l.backingFile.startsWith(`${mountDir}/`)) found.push(`loop ${l.name}`);
   for (const m of mounts) if (m.mountPoint === mountDir) found.push(`mount ${m.mountPoint}`);
   for (const pid of await findProcesses((argv) => isNbdfuseFor(argv, mountDir))) found.push(`nbdfuse pid ${pid}`);
   return found;
-}
-
-/** Unmounts, detaches and stops everything under `dir`, in dependency order, ignoring errors. */
-async function cleanUpDevicesUnder(dir: string): Promise<void> {
-  const under = (p: string): boolean => p.startsWith(`${dir}/`);
-  const { mounts, loops } = await live();
-  const byDepth = mounts.filter((m) => under(m.mountPoint)).sort((a, b) => b.mountPoint.length - a.mountPoint.length);
-  for (const m of byDepth.filter((m) => !m.fsType.startsWith('fuse'))) {
-    if ((await run('umount', [m.mountPoint])).code !== 0) await run('umount', ['-l', m.mountPoint]);
-  }
-  for (const l of loops.filter((l) => under(l.backingFile))) await run('losetup', ['--detach', l.name]);
-  for (const m of byDepth.filter((m) => m.fsType.startsWith('fuse'))) {
-    if ((await run('fusermount3', ['-u', m.mountPoint])).code !== 0) await run('fusermount3', ['-u', '-z', m.mountPoint]);
-  }
-  for (const pid of await findProcesses((argv) => argv[0]?.endsWith('nbdfuse') === true && argv.some(under))) {
-    if (!(await waitForExit(pid, 5_000))) process.kill(pid, 'SIGKILL');
-  }
 }
 
 function request(exportName: string): { exportName: string; socketPath: string; stateDir: string } {
@@ -98,23 +69,6 @@ function request(exportName: string): { exportName: string; socketPath: string; 
 
 async function expectNothingLeft(dir: string, exportName: string): Promise<void> {
   expect(await leftoversOf(dir, exportName)).toEqual([]);
-}
-
-/** Writes files of random content under `dir`; returns name → sha256. */
-async function writeFiles(dir: string, sizes: readonly number[]): Promise<Map<string, string>> {
-  const sums = new Map<string, string>();
-  for (const [i, size] of sizes.entries()) {
-    const data = randomBytes(size);
-    await writeFile(join(dir, `file-${i}`), data);
-    sums.set(`file-${i}`, createHash('sha256').update(data).digest('hex'));
-  }
-  return sums;
-}
-
-async function readSums(dir: string, names: Iterable<string>): Promise<Map<string, string>> {
-  const sums = new Map<string, string>();
-  for (const name of names) sums.set(name, createHash('sha256').update(await readFile(join(dir, name))).digest('hex'));
-  return sums;
 }
 
 describe.skipIf(!canRun)(`nbdfuse attacher${why}`, () => {

@@ -13,7 +13,7 @@
  *   - every test ends by detaching and proving nothing is left: no loop device on our file, no
  *     FUSE mount, no braid-fuse process, no state files.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, open, readdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -21,11 +21,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FuseAttacher } from '../csi/attach/fuse-attacher.ts';
 import { fuseLayout, isBraidFuseFor } from '../csi/attach/fuse/layout.ts';
-import { findProcesses, waitForExit } from '../csi/attach/proc.ts';
+import { findProcesses } from '../csi/attach/proc.ts';
 import { deviceSizeBytes, filesystemStats, formatIfNeeded, growFilesystem } from '../csi/mount/filesystem.ts';
 import { mount, unmount } from '../csi/mount/mount.ts';
-import { parseMountInfo } from '../csi/mount/mountinfo.ts';
-import { MiB, qemuIo, run, runOk, sleep, useEngine, waitFor } from './harness.ts';
+import { MiB, qemuIo, runOk, sleep, useEngine, waitFor } from './harness.ts';
+import { cleanUpDevicesUnder, liveDevices, readSums, sha256, writeFiles } from './lib/devices.ts';
 
 const canRun = process.getuid?.() === 0 && existsSync('/dev/fuse') && existsSync('/dev/loop-control');
 const why = canRun ? '' : ' (skipped: needs root, /dev/fuse and /dev/loop-control)';
@@ -52,68 +52,21 @@ afterAll(async () => {
 
 // ---- What is live, what is left, and tearing down what a failed test left -------------------
 
-interface Live {
-  mounts: { mountPoint: string; fsType: string }[];
-  loops: { name: string; backingFile: string }[];
-}
-
-async function live(): Promise<Live> {
-  const mounts = parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8'));
-  const listed = JSON.parse((await runOk('losetup', ['--json', '--list'])).stdout || '{"loopdevices":[]}') as { loopdevices: { name: string; 'back-file': string }[] };
-  return { mounts, loops: listed.loopdevices.map((d) => ({ name: d.name, backingFile: d['back-file'].replace(/ \(deleted\)$/, '') })) };
-}
-
 /** Everything of `exportName` still present: state files, loop devices, FUSE mount, braid-fuse processes. */
 async function leftoversOf(exportName: string, dir = stateDir): Promise<string[]> {
   const layout = fuseLayout(dir, exportName);
   const found: string[] = [];
   const files = existsSync(dir) ? await readdir(dir) : [];
   for (const f of files) if (f.startsWith(`${exportName}.`) || f === `braid-fuse-${exportName}` || join(dir, f) === layout.controlSocket) found.push(`file ${f}`);
-  const { mounts, loops } = await live();
+  const { mounts, loops } = await liveDevices();
   for (const l of loops) if (l.backingFile === layout.backingFile) found.push(`loop ${l.name}`);
   for (const m of mounts) if (m.mountPoint === layout.mountDir) found.push(`mount ${m.mountPoint}`);
   for (const pid of await findProcesses((argv) => isBraidFuseFor(argv, layout.mountDir))) found.push(`braid-fuse pid ${pid}`);
   return found;
 }
 
-async function cleanUpDevicesUnder(dir: string): Promise<void> {
-  const under = (p: string): boolean => p.startsWith(`${dir}/`);
-  const { mounts, loops } = await live();
-  const byDepth = mounts.filter((m) => under(m.mountPoint)).sort((a, b) => b.mountPoint.length - a.mountPoint.length);
-  for (const m of byDepth.filter((m) => !m.fsType.startsWith('fuse'))) {
-    if ((await run('umount', [m.mountPoint])).code !== 0) await run('umount', ['-l', m.mountPoint]);
-  }
-  for (const l of loops.filter((l) => under(l.backingFile))) await run('losetup', ['--detach', l.name]);
-  for (const m of byDepth.filter((m) => m.fsType.startsWith('fuse'))) {
-    if ((await run('umount', [m.mountPoint])).code !== 0) await run('umount', ['-l', m.mountPoint]);
-  }
-  for (const pid of await findProcesses((argv) => argv.some((a) => a.endsWith('/braid-fuse.ts')) && argv.some(under))) {
-    if (!(await waitForExit(pid, 5_000))) process.kill(pid, 'SIGKILL');
-  }
-}
-
 function request(exportName: string): { exportName: string; socketPath: string; stateDir: string } {
   return { exportName, socketPath: engine().nbdSocket, stateDir };
-}
-
-function sha256(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-async function writeFiles(dir: string, sizes: readonly number[]): Promise<Map<string, string>> {
-  const sums = new Map<string, string>();
-  for (const [i, size] of sizes.entries()) {
-    const data = randomBytes(size);
-    await writeFile(join(dir, `file-${i}`), data);
-    sums.set(`file-${i}`, sha256(data));
-  }
-  return sums;
-}
-
-async function readSums(dir: string, names: Iterable<string>): Promise<Map<string, string>> {
-  const sums = new Map<string, string>();
-  for (const name of names) sums.set(name, sha256(await readFile(join(dir, name))));
-  return sums;
 }
 
 async function dfBytes(mnt: string): Promise<number> {
